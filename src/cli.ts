@@ -1,0 +1,125 @@
+#!/usr/bin/env node
+/** Command-line entry point: parse settings, install signal handlers, dispatch, set the exit code. */
+import fs from 'node:fs';
+import { loadKongConfig, OPTIONS, parseSettings, type Command, type Env, type Settings } from './config.js';
+import { ExitCode, isInitError } from './errors.js';
+import { addSecret, createLogger, redact } from './log.js';
+import { migrate, status, waitReady, type RunContext } from './migrate.js';
+
+function toolVersion(): string {
+  try {
+    const pkg = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+const COMMAND_HELP: Record<string, string> = {
+  migrate: 'wait for Postgres, take the migration lock, run kong migrations bootstrap/up/finish as the state requires (the init container)',
+  wait: 'wait until `kong start` would accept the schema (a cheap replacement for the chart\'s wait-for-db)',
+  status: 'print the schema state, the plan and recent history; exit status mirrors `kong migrations list`',
+  install: 'install DIR: copy this program (with its Node runtime) into DIR, for use inside the Kong image',
+  'post-render': 'Helm post-renderer: read rendered manifests on stdin, write them with our init container on stdout',
+};
+
+export function helpText(cmd?: Command): string {
+  const opts = OPTIONS.filter((o) => !cmd || o.commands.includes(cmd));
+  const optLines = opts.map((o) => {
+    const val = o.type === 'bool' ? '' : o.type === 'enum' ? ` <${o.values!.join('|')}>` : o.type === 'duration' ? ' <duration>' : ' <value>';
+    const meta = [o.env ? `env ${o.env}` : '', o.def !== undefined && o.type !== 'bool' ? `default ${o.def}` : ''].filter(Boolean).join(', ');
+    return `  ${(o.flag + val).padEnd(36)} ${o.help}${meta ? ` (${meta})` : ''}`;
+  });
+  const header = cmd && COMMAND_HELP[cmd] ? `kong-db-init ${cmd}: ${COMMAND_HELP[cmd]}\n` : '';
+  return `${header}Usage: kong-db-init <command> [options]
+
+Commands:
+${Object.entries(COMMAND_HELP).map(([c, h]) => `  ${c.padEnd(12)} ${h}`).join('\n')}
+
+Options (flags win over environment variables):
+${optLines.join('\n')}
+  --help, --version
+
+Postgres settings are Kong's own: KONG_DATABASE, KONG_PG_HOST, KONG_PG_PORT, KONG_PG_USER,
+KONG_PG_PASSWORD (or KONG_PG_PASSWORD_FILE), KONG_PG_DATABASE, KONG_PG_SCHEMA, KONG_PG_TIMEOUT,
+KONG_PG_SSL, KONG_PG_SSL_VERIFY, KONG_LUA_SSL_TRUSTED_CERTIFICATE, and kong.conf (--conf).
+
+Exit codes: 0 ok; 1 internal error; 2 usage or configuration error; 10 database error that
+retrying cannot fix; 11 deadline reached; 12 lock timeout; 13 lock lost; 14 Kong migration
+failed; 130 interrupted. \`status\` exits like \`kong migrations list\` (0, 3, 4, 5).
+`;
+}
+
+const realFiles = {
+  exists: (p: string) => fs.existsSync(p),
+  read: (p: string) => fs.readFileSync(p, 'utf8'),
+};
+
+export async function main(argv: string[], env: Env): Promise<number> {
+  let settings: Settings & { helpFor?: Command };
+  try {
+    settings = parseSettings(argv, env);
+  } catch (e) {
+    process.stderr.write(`kong-db-init: ${isInitError(e) ? e.message : String(e)}\n`);
+    return isInitError(e) ? e.exitCode : ExitCode.INTERNAL;
+  }
+  if (settings.command === 'help') {
+    process.stdout.write(helpText(settings.helpFor));
+    return 0;
+  }
+  if (settings.command === 'version') {
+    process.stdout.write(`kong-db-init ${toolVersion()}\n`);
+    return 0;
+  }
+  if (settings.command === 'post-render') {
+    const { postRenderMain } = await import('./post-render.js');
+    return postRenderMain(argv.slice(argv.indexOf('post-render') + 1), env);
+  }
+  if (settings.command === 'install') {
+    const { installMain } = await import('./install.js');
+    return installMain(settings.positional);
+  }
+  const log = createLogger({ format: settings.logFormat, verbose: settings.verbose });
+  addSecret(env.KONG_PG_PASSWORD);
+  let kong;
+  try {
+    kong = loadKongConfig(env, settings.conf, realFiles);
+  } catch (e) {
+    log.error(isInitError(e) ? e.message : redact(String(e)), { exit_code: isInitError(e) ? e.exitCode : 1 });
+    return isInitError(e) ? e.exitCode : ExitCode.INTERNAL;
+  }
+  addSecret(kong.password);
+  const ctl = new AbortController();
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals++;
+    log.warn(`received ${sig}: stopping`, { second_signal_exits_now: signals > 1 });
+    if (signals > 1) process.exit(ExitCode.INTERRUPTED);
+    ctl.abort();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  const ctx: RunContext = { settings, kong, env, log, signal: ctl.signal, toolVersion: toolVersion() };
+  switch (settings.command) {
+    case 'migrate':
+      return migrate(ctx);
+    case 'wait':
+      return waitReady(ctx);
+    case 'status':
+      return status(ctx);
+    default:
+      return ExitCode.INTERNAL;
+  }
+}
+
+main(process.argv.slice(2), process.env).then(
+  (code) => {
+    process.exitCode = code;
+    // let stdout/stderr drain; do not linger on a stray handle
+    setTimeout(() => process.exit(code), 3000).unref();
+  },
+  (e: unknown) => {
+    process.stderr.write(redact(`kong-db-init: internal error: ${(e as Error)?.stack ?? String(e)}\n`));
+    process.exitCode = ExitCode.INTERNAL;
+  },
+);

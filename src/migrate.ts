@@ -1,0 +1,353 @@
+/** The three database commands: `migrate` (the init container), `wait` and `status`. */
+import type pg from 'pg';
+import type { Env, KongPg, Settings } from './config.js';
+import { describeTarget } from './config.js';
+import { quoteIdent } from './db.js';
+import { ExitCode, InitError, isInitError } from './errors.js';
+import { KongCli, NOT_LEADER, RACE_ERRORS, lastLines } from './kong.js';
+import { AdvisoryLock, lockKey, type Holder } from './lock.js';
+import type { Logger } from './log.js';
+import { decide, fingerprint, kongStartAccepts, stateName, type Action, type SchemaState } from './plan.js';
+import { podName, readHistory, recordHistory, serializeSummary, terminationPath, writeTerminationMessage, type Summary } from './status.js';
+import { Interrupted, backoffDelay, sleep, waitForPostgres } from './wait.js';
+
+export interface RunContext {
+  settings: Settings;
+  kong: KongPg;
+  env: Env;
+  log: Logger;
+  signal: AbortSignal;
+  toolVersion: string;
+}
+
+function newSummary(ctx: RunContext, command: string): Summary {
+  return {
+    tool: 'kong-db-init',
+    version: ctx.toolVersion,
+    command,
+    outcome: 'ok',
+    exit_code: 0,
+    pod: podName(),
+    actions: [],
+    wait_postgres_ms: 0,
+    wait_lock_ms: 0,
+    duration_ms: 0,
+    started_at: new Date().toISOString(),
+  };
+}
+
+function kongCli(ctx: RunContext): KongCli {
+  return new KongCli({
+    bin: ctx.settings.kongBin,
+    kong: ctx.kong,
+    env: ctx.env,
+    log: ctx.log,
+    graceMs: ctx.settings.graceMs,
+    migrationArgs: ['--db-timeout', String(ctx.settings.kongDbTimeoutS), '--lock-timeout', String(ctx.settings.kongLockTimeoutS)],
+  });
+}
+
+function describeHolder(h: Holder | null): Record<string, unknown> {
+  if (!h) return { holder: 'none' };
+  return { holder_pid: h.pid, holder_app: h.application_name, holder_addr: h.client_addr ?? 'local', holder_since: h.since };
+}
+
+interface KongLockRow {
+  owner: string;
+  ttl: string;
+  ms_left: number;
+}
+
+async function kongLockRow(c: pg.Client | undefined, schema: string | undefined): Promise<KongLockRow | undefined> {
+  if (!c) return undefined;
+  try {
+    const t = schema ? `${quoteIdent(schema)}.locks` : 'locks';
+    const r = await c.query<KongLockRow>(
+      `SELECT owner, ttl::text, GREATEST(0, EXTRACT(EPOCH FROM (ttl - now())) * 1000)::float8 AS ms_left FROM ${t} WHERE key = 'migrations'`,
+    );
+    return r.rows[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Finish a run: summary line on stdout, termination message, exit code. */
+function finishRun(ctx: RunContext, s: Summary, started: number): number {
+  s.duration_ms = Date.now() - started;
+  const line = serializeSummary(s);
+  ctx.log.result(line);
+  const path = terminationPath(ctx.settings.statusFile);
+  if (path) {
+    try {
+      writeTerminationMessage(path, line);
+    } catch (e) {
+      ctx.log.warn('could not write the status file', { path, error: (e as Error).message });
+    }
+  }
+  return s.exit_code;
+}
+
+function fail(s: Summary, e: unknown): void {
+  if (e instanceof Interrupted || (isInitError(e) && e.exitCode === ExitCode.INTERRUPTED)) {
+    s.outcome = 'interrupted';
+    s.exit_code = ExitCode.INTERRUPTED;
+    s.error = 'interrupted by a signal';
+  } else if (isInitError(e)) {
+    s.outcome = 'failed';
+    s.exit_code = e.exitCode;
+    s.error = e.message;
+  } else {
+    s.outcome = 'failed';
+    s.exit_code = ExitCode.INTERNAL;
+    s.error = `internal error: ${(e as Error)?.stack ?? String(e)}`;
+  }
+}
+
+export async function migrate(ctx: RunContext): Promise<number> {
+  const started = Date.now();
+  const { settings: st, kong: k, log, signal } = ctx;
+  const s = newSummary(ctx, 'migrate');
+  if (k.database === 'off') {
+    log.info('KONG_DATABASE=off (DB-less or hybrid data plane): nothing to migrate');
+    s.outcome = 'skipped';
+    s.note = 'database=off';
+    return finishRun(ctx, s, started);
+  }
+  const deadline = started + st.deadlineMs;
+  const cli = kongCli(ctx);
+  let main: pg.Client | undefined;
+  let lockClient: pg.Client | undefined;
+  let lock: AdvisoryLock | undefined;
+  let changed = false;
+  const lostCtl = new AbortController();
+  const stepSignal = AbortSignal.any([signal, lostCtl.signal]);
+  const lockLost = () => new InitError(ExitCode.LOCK_LOST, `lost the advisory-lock session while Kong was migrating (${lock?.lost}); Kong was stopped. Rerun: the next run takes the lock again and continues`);
+
+  const runStep = async (action: Action, before: SchemaState): Promise<SchemaState> => {
+    for (let attempt = 1; ; attempt++) {
+      log.info(`running kong migrations ${action}`, { attempt, state: stateName(before) });
+      const r = await cli.run(['migrations', action, ...['--db-timeout', String(st.kongDbTimeoutS), '--lock-timeout', String(st.kongLockTimeoutS)]], { signal: stepSignal });
+      if (lock?.lost) throw lockLost();
+      if (signal.aborted) {
+        s.actions.push({ action, ms: r.durationMs, exit: r.exitCode, note: 'interrupted' });
+        throw new Interrupted();
+      }
+      const after = await cli.list(signal);
+      const rec = { action, ms: r.durationMs, exit: r.exitCode } as Summary['actions'][number];
+      if (fingerprint(after) !== fingerprint(before)) {
+        changed = true;
+        if (r.exitCode !== 0) {
+          rec.note = `exit ${r.exitCode} but the state moved on: ${lastLines(r.stderr, 2)}`;
+          log.warn(`kong migrations ${action} exited ${r.exitCode} but the schema state moved on; continuing`, { state: stateName(after) });
+        }
+        s.actions.push(rec);
+        log.info(`kong migrations ${action} done`, { ms: r.durationMs, state: stateName(after) });
+        return after;
+      }
+      const output = `${r.stdout}\n${r.stderr}`;
+      const aborted = output.includes(NOT_LEADER);
+      const race = r.exitCode !== 0 && RACE_ERRORS.some((re) => re.test(r.stderr));
+      if (!aborted && !race) {
+        s.actions.push(rec);
+        throw new InitError(
+          ExitCode.KONG_FAILED,
+          `kong migrations ${action} exited ${r.exitCode} and the schema is still "${stateName(after)}": ${lastLines(r.stderr || r.stdout, 8)}`,
+        );
+      }
+      rec.note = aborted ? 'aborted: Kong lock held' : 'race error';
+      s.actions.push(rec);
+      const row = await kongLockRow(lock?.isHeld ? lockClient : main, k.schema);
+      const wait = row ? Math.min(Math.ceil(row.ms_left) + 250, 30_000) : Math.max(250, backoffDelay(attempt, { baseMs: 500, capMs: 5000 }));
+      const fix = row
+        ? `Kong's own "migrations" lock row is held by owner ${row.owner} until ${row.ttl}; if no Kong migration is running it was left by a killed run and expires then (or delete it: DELETE FROM locks WHERE key = 'migrations')`
+        : 'another Kong node changed the database at the same time';
+      if (Date.now() + wait > deadline) {
+        throw new InitError(ExitCode.DEADLINE, `deadline reached while kong migrations ${action} kept being refused: ${fix}; raise --deadline`);
+      }
+      log.warn(aborted ? `kong migrations ${action} was aborted by Kong's own lock; retrying` : `kong migrations ${action} hit a concurrent change; retrying`, {
+        kong_lock_owner: row?.owner,
+        kong_lock_until: row?.ttl,
+        next_try_ms: wait,
+      });
+      await sleep(wait, signal);
+      before = await cli.list(signal);
+      const again = decide(before, st.finish);
+      if (again.actions[0] !== action) return before;
+    }
+  };
+
+  try {
+    const w = await waitForPostgres(k, { deadline, log, signal });
+    main = w.client;
+    s.wait_postgres_ms = w.waitedMs;
+    let state = await cli.list(signal);
+    s.state_before = stateName(state);
+    let plan = decide(state, st.finish);
+    log.info('schema state', { state: plan.state, plan: plan.actions.join(',') || 'nothing', reason: plan.reason });
+    if (plan.refused) throw new InitError(ExitCode.CONFIG, plan.refused);
+    if (st.dryRun) {
+      s.plan = plan.actions;
+      s.dry_run = true;
+      s.state_after = s.state_before;
+      log.info('dry run: nothing changed', { would_run: plan.actions.join(',') || 'nothing' });
+      return finishRun(ctx, s, started);
+    }
+    if (plan.actions.length > 0) {
+      // the lock session: the same connection unless a separate host/port is set (bypassing a pooler)
+      if (st.lockHost || st.lockPort) {
+        const lw = await waitForPostgres(k, { deadline, log, signal, override: { host: st.lockHost, port: st.lockPort }, what: 'lock session' });
+        lockClient = lw.client;
+      } else {
+        lockClient = main;
+      }
+      lock = new AdvisoryLock(lockClient, lockKey(k.db, k.schema));
+      lock.onLost((reason) => {
+        log.error('advisory lock session lost; stopping Kong', { reason });
+        lostCtl.abort();
+      });
+      const lockStart = Date.now();
+      let lastHolderLog = 0;
+      while (!(await lock.tryAcquire())) {
+        const h = await lock.holder();
+        if (Date.now() - lockStart > st.lockTimeoutMs) {
+          throw new InitError(
+            ExitCode.LOCK_TIMEOUT,
+            `lock timeout after ${Math.round(st.lockTimeoutMs / 1000)} s: another kong-db-init holds the migration lock (${h ? `pid ${h.pid}, ${h.application_name}, from ${h.client_addr ?? 'local'}, session since ${h.since}` : 'holder gone'}); wait for it, or raise --lock-timeout`,
+          );
+        }
+        if (Date.now() - lastHolderLog >= 5000) {
+          log.info('waiting for the migration lock', describeHolder(h));
+          lastHolderLog = Date.now();
+        }
+        if (!h) {
+          // the holder just finished: read the state again without the lock (all waiters in parallel)
+          state = await cli.list(signal);
+          plan = decide(state, st.finish);
+          if (plan.refused) throw new InitError(ExitCode.CONFIG, plan.refused);
+          if (plan.actions.length === 0) break;
+          continue;
+        }
+        await sleep(150 + Math.floor(Math.random() * 200), signal);
+      }
+      s.wait_lock_ms = Date.now() - lockStart;
+      if (lock.isHeld) {
+        log.info('migration lock acquired', { waited_ms: s.wait_lock_ms });
+        s.kong_version = await cli.version();
+        state = await cli.list(signal);
+        for (let step = 0; step < 12; step++) {
+          plan = decide(state, st.finish);
+          if (plan.refused) throw new InitError(ExitCode.CONFIG, plan.refused);
+          const next = plan.actions[0];
+          if (!next) break;
+          state = await runStep(next, state);
+        }
+      } else {
+        log.info('another pod migrated the database while we waited', { state: stateName(state) });
+      }
+    }
+    s.state_after = stateName(state);
+    if (!kongStartAccepts(state)) {
+      throw new InitError(ExitCode.KONG_FAILED, `the schema is still "${stateName(state)}" after migrating; Kong will not start: see Kong's output above`);
+    }
+    log.info('database ready for Kong', { state: s.state_after, actions: s.actions.map((a) => a.action).join(',') || 'none' });
+  } catch (e) {
+    fail(s, e);
+    log.error(s.error ?? 'failed', { exit_code: s.exit_code });
+    if (s.outcome === 'failed' && isInitError(e) && e.exitCode === ExitCode.LOCK_LOST) changed = true;
+  } finally {
+    const live = lock?.isHeld ? lockClient : main;
+    if (live && (changed || s.outcome !== 'ok') && !(signal.aborted && !lock?.isHeld)) {
+      s.duration_ms = Date.now() - started;
+      await recordHistory(live, k.schema, s).catch((err: Error) => log.warn('could not write the history row', { error: err.message }));
+    }
+    await lock?.release();
+    cli.cleanup();
+    for (const c of new Set([main, lockClient])) await c?.end().catch(() => {});
+  }
+  return finishRun(ctx, s, started);
+}
+
+/** `wait`: block until `kong start` would accept the schema (0 up to date or 4 pending). */
+export async function waitReady(ctx: RunContext): Promise<number> {
+  const started = Date.now();
+  const { settings: st, kong: k, log, signal } = ctx;
+  const s = newSummary(ctx, 'wait');
+  if (k.database === 'off') {
+    log.info('KONG_DATABASE=off (DB-less or hybrid data plane): nothing to wait for');
+    s.outcome = 'skipped';
+    return finishRun(ctx, s, started);
+  }
+  const deadline = started + st.deadlineMs;
+  const cli = kongCli(ctx);
+  let client: pg.Client | undefined;
+  try {
+    const w = await waitForPostgres(k, { deadline, log, signal });
+    client = w.client;
+    s.wait_postgres_ms = w.waitedMs;
+    for (let attempt = 1; ; attempt++) {
+      let reason: string;
+      try {
+        const state = await cli.list(signal);
+        s.state_after = stateName(state);
+        if (kongStartAccepts(state)) break;
+        reason = `schema is "${stateName(state)}"`;
+      } catch (e) {
+        if (!isInitError(e) || e.exitCode !== ExitCode.KONG_FAILED) throw e;
+        reason = e.message;
+      }
+      const delay = backoffDelay(attempt);
+      if (Date.now() + delay > deadline) {
+        throw new InitError(ExitCode.DEADLINE, `deadline reached: ${reason}; is the kong-db-init migrate init container (or \`kong migrations\`) running? Check its logs, or raise --deadline`);
+      }
+      log.info('waiting for migrations', { attempt, reason, next_try_ms: delay });
+      await sleep(delay, signal);
+    }
+    log.info('schema ready: kong start will proceed', { state: s.state_after });
+  } catch (e) {
+    fail(s, e);
+    log.error(s.error ?? 'failed', { exit_code: s.exit_code });
+  } finally {
+    cli.cleanup();
+    await client?.end().catch(() => {});
+  }
+  return finishRun(ctx, s, started);
+}
+
+/** `status`: state, plan and recent history; exit status mirrors `kong migrations list`. */
+export async function status(ctx: RunContext): Promise<number> {
+  const { settings: st, kong: k, log, signal } = ctx;
+  if (k.database === 'off') {
+    ctx.log.result(st.json ? JSON.stringify({ database: 'off', state: 'db-less' }) : 'database=off: DB-less or hybrid data plane, no migrations');
+    return 0;
+  }
+  const cli = kongCli(ctx);
+  let client: pg.Client | undefined;
+  try {
+    client = (await waitForPostgres(k, { deadline: Date.now() + st.deadlineMs, log, signal })).client;
+    const state = await cli.list(signal);
+    const plan = decide(state, st.finish);
+    const history = await readHistory(client, k.schema, st.historyRows).catch(() => []);
+    if (st.json) {
+      ctx.log.result(JSON.stringify({ target: describeTarget(k), state: plan.state, list_exit: state.code, kong_start_accepts: kongStartAccepts(state), plan: plan.actions, reason: plan.reason, refused: plan.refused, pending: state.pending, new: state.new, history }));
+    } else {
+      const lines = [
+        `target:  ${describeTarget(k)}`,
+        `state:   ${plan.state} (kong migrations list exit ${state.code}; kong start ${kongStartAccepts(state) ? 'accepts it' : 'refuses it'})`,
+        `plan:    ${plan.actions.join(' then ') || 'nothing'} (${plan.refused ?? plan.reason})`,
+        `history: ${history.length === 0 ? 'none' : ''}`,
+        ...history.map((h) => `  ${h.finished_at}  ${h.pod}  ${h.outcome}  ${h.state_before ?? '?'} -> ${h.state_after ?? '?'}  [${h.actions.map((a) => a.action).join(',')}]${h.error ? '  error: ' + h.error : ''}`),
+      ];
+      ctx.log.result(lines.join('\n'));
+    }
+    return state.code;
+  } catch (e) {
+    const s = newSummary(ctx, 'status');
+    fail(s, e);
+    log.error(s.error ?? 'failed', { exit_code: s.exit_code });
+    return s.exit_code;
+  } finally {
+    cli.cleanup();
+    await client?.end().catch(() => {});
+  }
+}
+

@@ -1,0 +1,78 @@
+/** The schema state reported by `kong migrations list`, and the pure decision of what to run next. */
+import type { FinishPolicy } from './config.js';
+
+export type Migrations = Record<string, string[]>;
+
+export interface SchemaState {
+  /** Exit status of `kong migrations list`: 0 up to date, 3 needs bootstrap, 4 pending, 5 new. */
+  code: 0 | 3 | 4 | 5;
+  executed: Migrations;
+  pending: Migrations;
+  new: Migrations;
+}
+
+export type StateName = 'up-to-date' | 'needs-bootstrap' | 'pending' | 'new' | 'pending+new';
+export type Action = 'bootstrap' | 'up' | 'finish';
+
+export function count(m: Migrations): number {
+  return Object.values(m).reduce((n, l) => n + l.length, 0);
+}
+
+export function stateName(s: SchemaState): StateName {
+  if (s.code === 3) return 'needs-bootstrap';
+  if (s.code === 0) return 'up-to-date';
+  if (s.code === 5) return 'new';
+  return count(s.new) > 0 ? 'pending+new' : 'pending';
+}
+
+/** A short fingerprint: two states with the same fingerprint mean a step made no progress. */
+export function fingerprint(s: SchemaState): string {
+  return `${s.code}:${count(s.executed)}:${count(s.pending)}:${count(s.new)}`;
+}
+
+/** Whether `kong start` (the chart's wait-for-db loop) accepts this state. */
+export function kongStartAccepts(s: SchemaState): boolean {
+  return s.code === 0 || s.code === 4;
+}
+
+export interface Plan {
+  state: StateName;
+  actions: Action[];
+  reason: string;
+  /** Set when the policy forbids what the state requires; the run fails with this message. */
+  refused?: string;
+}
+
+/**
+ * Decide what to run from the state `list` reported. Pure: re-run after every step.
+ * - needs bootstrap → bootstrap; new → up
+ * - pending + new (a previous upgrade never ran finish) → finish then up (refused under `never`)
+ * - pending only → finish under `always`; otherwise nothing: Kong starts with pending migrations,
+ *   and finishing early breaks old pods still running during a rolling upgrade
+ * - up to date → nothing
+ */
+export function decide(s: SchemaState, policy: FinishPolicy): Plan {
+  const state = stateName(s);
+  switch (state) {
+    case 'needs-bootstrap':
+      return { state, actions: ['bootstrap'], reason: 'the database needs bootstrapping' };
+    case 'new':
+      return { state, actions: ['up'], reason: `${count(s.new)} new migration(s) to run` };
+    case 'pending+new':
+      if (policy === 'never') {
+        return {
+          state,
+          actions: [],
+          reason: 'pending migrations from a previous upgrade block new ones',
+          refused: `the database has ${count(s.pending)} pending migration(s) from a previous upgrade and ${count(s.new)} new one(s); ` +
+            '`kong migrations up` cannot run before `finish`, and --finish=never forbids it: run `kong migrations finish` once every pod runs the new version, or use --finish=auto',
+        };
+      }
+      return { state, actions: ['finish', 'up'], reason: `finish ${count(s.pending)} pending migration(s) from a previous upgrade, then run ${count(s.new)} new one(s)` };
+    case 'pending':
+      if (policy === 'always') return { state, actions: ['finish'], reason: `--finish=always: finish ${count(s.pending)} pending migration(s)` };
+      return { state, actions: [], reason: `${count(s.pending)} pending migration(s) left for \`kong migrations finish\` after the rollout (Kong starts with them)` };
+    case 'up-to-date':
+      return { state, actions: [], reason: 'the database is up to date' };
+  }
+}

@@ -1,0 +1,168 @@
+/** Test harness: per-test databases on the real Postgres, and running real processes. */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa, type ResultPromise } from 'execa';
+import pg from 'pg';
+import { CATALOG, KONG_36_MISSING, TEARDOWN } from '../kong-standin/catalog.mjs';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const CLI = path.join(ROOT, 'dist/cli.js');
+export const STANDIN_BIN = path.join(ROOT, 'test/kong-standin/bin');
+export const FIXTURES = path.join(ROOT, 'test/fixtures/kong-cli-3.7.1');
+
+export interface PgAdmin {
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+}
+
+export function admin(): PgAdmin {
+  const url = process.env.KDI_TEST_PG_URL ?? process.env.TEST_DATABASE_URL;
+  if (!url) throw new Error('KDI_TEST_PG_URL is not set: run the tests through vitest (global setup starts Postgres)');
+  const u = new URL(url);
+  return { host: u.hostname, port: Number(u.port || 5432), user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
+}
+
+export async function adminQuery<T extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params: unknown[] = [], database = 'postgres', target: PgAdmin = admin()): Promise<pg.QueryResult<T>> {
+  const c = new pg.Client({ ...target, database });
+  await c.connect();
+  try {
+    return await c.query<T>(sql, params);
+  } finally {
+    await c.end();
+  }
+}
+
+export const KONG_PASSWORD = 'S3cr3t-kong-pw-Zq9!';
+
+export interface TestDb {
+  name: string;
+  user: string;
+  password: string;
+  host: string;
+  port: number;
+  env(extra?: Record<string, string>): Record<string, string>;
+  query<T extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<T>>;
+  dir: string;
+}
+
+/** A fresh database owned by its own role (the password is a secret the tests look for). */
+export async function createDb(target: PgAdmin = admin()): Promise<TestDb> {
+  const id = randomBytes(5).toString('hex');
+  const name = `kong_${id}`;
+  const user = `kong_${id}`;
+  await adminQuery(`CREATE ROLE ${user} LOGIN PASSWORD '${KONG_PASSWORD}'`, [], 'postgres', target);
+  await adminQuery(`CREATE DATABASE ${name} OWNER ${user}`, [], 'postgres', target);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `kdi-${id}-`));
+  const db: TestDb = {
+    name,
+    user,
+    password: KONG_PASSWORD,
+    host: target.host,
+    port: target.port,
+    dir,
+    env: (extra = {}) => ({
+      PATH: `${STANDIN_BIN}:${process.env.PATH}`,
+      HOME: dir,
+      TMPDIR: dir,
+      KONG_DATABASE: 'postgres',
+      KONG_PG_HOST: target.host,
+      KONG_PG_PORT: String(target.port),
+      KONG_PG_USER: user,
+      KONG_PG_PASSWORD: KONG_PASSWORD,
+      KONG_PG_DATABASE: name,
+      KONG_STANDIN_LOG: path.join(dir, 'standin.log'),
+      KONG_DB_INIT_STATUS_FILE: path.join(dir, 'status.json'),
+      ...extra,
+    }),
+    query: (sql, params) => adminQuery(sql, params, name, target),
+  };
+  return db;
+}
+
+export interface Run {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+}
+
+export function spawnCli(args: string[], env: Record<string, string>, opts: { detached?: boolean } = {}): ResultPromise {
+  return execa(process.execPath, [CLI, ...args], { env, extendEnv: false, reject: false, detached: opts.detached, stdin: 'ignore' });
+}
+
+export async function runCli(args: string[], env: Record<string, string>): Promise<Run> {
+  const t = Date.now();
+  const r = await spawnCli(args, env);
+  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), durationMs: Date.now() - t };
+}
+
+export async function runKong(args: string[], env: Record<string, string>): Promise<Run> {
+  const t = Date.now();
+  const r = await execa(path.join(STANDIN_BIN, 'kong'), args, { env, extendEnv: false, reject: false });
+  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), durationMs: Date.now() - t };
+}
+
+export interface StandinEvent {
+  pid: number;
+  cmd: string;
+  ev: string;
+  id?: string;
+  code?: number;
+}
+
+export function standinEvents(db: TestDb): StandinEvent[] {
+  const f = path.join(db.dir, 'standin.log');
+  if (!fs.existsSync(f)) return [];
+  return fs.readFileSync(f, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as StandinEvent);
+}
+
+/** Put the database in a named state, the way Kong would have left it. */
+export async function seed(db: TestDb, shape: 'current' | '3.6' | 'pending' | 'pending+new'): Promise<void> {
+  const sqls = [
+    `CREATE TABLE schema_meta (key TEXT, subsystem TEXT, last_executed TEXT, executed TEXT[], pending TEXT[], PRIMARY KEY (key, subsystem))`,
+    `CREATE TABLE locks (key TEXT PRIMARY KEY, owner TEXT, ttl TIMESTAMP WITH TIME ZONE)`,
+    `CREATE INDEX locks_ttl_idx ON locks (ttl)`,
+    `CREATE TABLE services (id uuid PRIMARY KEY, name text UNIQUE, host text)`,
+    `CREATE TABLE routes (id uuid PRIMARY KEY, service_id uuid REFERENCES services (id), paths text[])`,
+    `CREATE TABLE standin_runs (id bigserial PRIMARY KEY, subsystem text, name text, phase text, pid int, at timestamptz DEFAULT now())`,
+  ];
+  const c = new pg.Client({ host: db.host, port: db.port, user: db.user, password: db.password, database: db.name });
+  await c.connect();
+  try {
+    for (const s of sqls) await c.query(s);
+    for (const [sub, migs] of CATALOG) {
+      const executed: string[] = [];
+      const pending: string[] = [];
+      for (const m of migs) {
+        const id = `${sub}/${m}`;
+        if (shape !== 'current' && KONG_36_MISSING.has(id)) {
+          // pending: `up` ran (core 023 executed, ai-proxy 001 waits for finish)
+          if (shape === 'pending' || shape === 'pending+new') {
+            if (TEARDOWN.has(id)) pending.push(m);
+            else if (shape === 'pending') executed.push(m);
+          }
+          continue;
+        }
+        executed.push(m);
+      }
+      if (executed.length === 0 && pending.length === 0) continue;
+      const last = [...migs].reverse().find((m) => executed.includes(m) || pending.includes(m))!;
+      await c.query(`INSERT INTO schema_meta VALUES ('schema_meta', $1, $2, $3, $4)`, [sub, last, executed, pending]);
+    }
+  } finally {
+    await c.end();
+  }
+}
+
+export async function listCode(db: TestDb): Promise<number> {
+  return (await runKong(['migrations', 'list'], db.env())).exitCode;
+}
+
+export function readStatus(db: TestDb): Record<string, unknown> {
+  return JSON.parse(fs.readFileSync(path.join(db.dir, 'status.json'), 'utf8')) as Record<string, unknown>;
+}
