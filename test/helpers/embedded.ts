@@ -26,7 +26,7 @@ export interface Server {
   destroy(): Promise<void>;
 }
 
-export async function embeddedServer(opts: { port?: number; password?: string; flags?: string[] } = {}): Promise<Server> {
+export async function embeddedServer(opts: { port?: number; password?: string; flags?: string[]; started?: boolean } = {}): Promise<Server> {
   const port = opts.port ?? (await freePort());
   const password = opts.password ?? 'postgres-admin-pw';
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-pg-'));
@@ -44,7 +44,7 @@ export async function embeddedServer(opts: { port?: number; password?: string; f
     onError: () => {},
   });
   await pg.initialise();
-  await pg.start();
+  if (opts.started !== false) await pg.start();
   return {
     port,
     user: 'postgres',
