@@ -84,7 +84,7 @@ export function loadKongConfig(env: Env, confFlag: string | undefined, files: Fi
   let confPath: string | undefined;
   if (explicitConf) {
     if (!files.exists(explicitConf)) {
-      throw configError(`kong.conf not found at ${explicitConf} (from ${confFlag ? '--conf' : 'KONG_CONF'}); mount the file or unset the setting`);
+      throw configError(`kong.conf not found at ${explicitConf} (from ${confFlag && confFlag !== env.KONG_CONF ? '--conf' : 'KONG_CONF'}); mount the file or unset the setting`);
     }
     confPath = explicitConf;
   } else {

@@ -61,7 +61,7 @@ export function classify(err: unknown, k: Pick<KongPg, 'host' | 'port' | 'db' | 
   const e = err as { code?: string; message?: string; errno?: number; severity?: string };
   const code = e?.code ?? '';
   const msg = String(e?.message ?? err);
-  if (code === '28P01') return { kind: 'fatal', reason: `${code} password authentication failed`, fix: 'check KONG_PG_PASSWORD (or KONG_PG_PASSWORD_FILE) against the Postgres role' };
+  if (code === '28P01') return { kind: 'fatal', reason: `${code} password authentication failed`, fix: 'check KONG_PG_USER and KONG_PG_PASSWORD (or KONG_PG_PASSWORD_FILE) against the Postgres role' };
   if (code === '28000') {
     const noEnc = /no encryption/.test(msg);
     return { kind: 'fatal', reason: `${code} ${msg.replace(/"[^"]*"/g, (m) => m)}`, fix: noEnc ? 'the server requires TLS: set KONG_PG_SSL=on' : 'check KONG_PG_USER and the server\'s pg_hba.conf' };

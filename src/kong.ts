@@ -10,8 +10,8 @@ import type { Logger } from './log.js';
 import type { Migrations, SchemaState } from './plan.js';
 
 export const NOT_LEADER = 'aborted: another node is performing database changes';
-/** PostgreSQL errors that a concurrent Kong run (not ours) can cause; retrying heals them. */
-export const RACE_ERRORS = [/tuple concurrently updated/, /already exists/, /duplicate key value violates unique constraint "pg_/, /concurrent/i];
+/** PostgreSQL errors that a concurrent Kong bootstrap (not ours) can cause; retrying heals them. */
+export const RACE_ERRORS = [/tuple concurrently updated/, /failed to bootstrap database: .*already exists/, /duplicate key value violates unique constraint "pg_type_typname_nsp_index"/];
 
 /** Parse `kong migrations list` output into a typed state. Throws when the exit status is not 0/3/4/5. */
 export function parseList(exitCode: number, stdout: string, stderr = ''): SchemaState {

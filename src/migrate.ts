@@ -134,25 +134,29 @@ export async function migrate(ctx: RunContext): Promise<number> {
       }
       const after = await cli.list(signal);
       const rec = { action, ms: r.durationMs, exit: r.exitCode } as Summary['actions'][number];
-      if (fingerprint(after) !== fingerprint(before)) {
-        changed = true;
-        if (r.exitCode !== 0) {
-          rec.note = `exit ${r.exitCode} but the state moved on: ${lastLines(r.stderr, 2)}`;
-          log.warn(`kong migrations ${action} exited ${r.exitCode} but the schema state moved on; continuing`, { state: stateName(after) });
-        }
+      const output = `${r.stdout}\n${r.stderr}`;
+      const aborted = output.includes(NOT_LEADER);
+      const race = r.exitCode !== 0 && RACE_ERRORS.some((re) => re.test(r.stderr));
+      const progressed = fingerprint(after) !== fingerprint(before);
+      if (progressed) changed = true;
+      if (r.exitCode !== 0 && !race) {
+        s.actions.push(rec);
+        s.state_after = stateName(after);
+        throw new InitError(ExitCode.KONG_FAILED, `kong migrations ${action} exited ${r.exitCode} and the schema is now "${stateName(after)}": ${lastLines(r.stderr || r.stdout, 8)}`);
+      }
+      if (progressed) {
+        if (race) rec.note = `race error, but the state moved on: ${lastLines(r.stderr, 1)}`;
         s.actions.push(rec);
         log.info(`kong migrations ${action} done`, { ms: r.durationMs, state: stateName(after) });
         return after;
       }
-      const output = `${r.stdout}\n${r.stderr}`;
-      const aborted = output.includes(NOT_LEADER);
-      const race = r.exitCode !== 0 && RACE_ERRORS.some((re) => re.test(r.stderr));
       if (!aborted && !race) {
         s.actions.push(rec);
-        throw new InitError(
-          ExitCode.KONG_FAILED,
-          `kong migrations ${action} exited ${r.exitCode} and the schema is still "${stateName(after)}": ${lastLines(r.stderr || r.stdout, 8)}`,
-        );
+        throw new InitError(ExitCode.KONG_FAILED, `kong migrations ${action} exited ${r.exitCode} but the schema is still "${stateName(after)}": ${lastLines(r.stdout || r.stderr, 8)}`);
+      }
+      if (race && attempt >= 8) {
+        s.actions.push(rec);
+        throw new InitError(ExitCode.KONG_FAILED, `kong migrations ${action} kept failing with a concurrent-change error (is another \`kong migrations\` running, e.g. the chart's init-migrations Job?): ${lastLines(r.stderr, 2)}`);
       }
       rec.note = aborted ? 'aborted: Kong lock held' : 'race error';
       s.actions.push(rec);
