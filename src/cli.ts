@@ -6,7 +6,11 @@ import { ExitCode, isInitError } from './errors.js';
 import { addSecret, createLogger, redact } from './log.js';
 import { migrate, status, waitReady, type RunContext } from './migrate.js';
 
+declare const __KDI_VERSION__: string | undefined;
+
+/** Set at build time (esbuild --define); read from package.json when run from source. */
 function toolVersion(): string {
+  if (typeof __KDI_VERSION__ === 'string' && __KDI_VERSION__) return __KDI_VERSION__;
   try {
     const pkg = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
     return pkg.version ?? '0.0.0';

@@ -71,6 +71,28 @@ async function kongLockRow(c: pg.Client | undefined, schema: string | undefined)
   }
 }
 
+/**
+ * A cheap fingerprint of Kong's `schema_meta` rows, read with SQL: `kong migrations list` is a pure
+ * function of these rows (for one Kong installation), so an unchanged fingerprint means an
+ * unchanged state and saves starting Kong. `absent` (no schema_meta in Kong's schema) means
+ * "needs bootstrap" for every Kong version, exactly as Kong decides it.
+ */
+async function schemaFingerprint(c: pg.Client, schema: string | undefined): Promise<string> {
+  const t = await c.query<{ s: string }>(
+    `SELECT table_schema AS s FROM information_schema.tables WHERE table_schema = COALESCE($1, current_schema()) AND table_name = 'schema_meta'`,
+    [schema ?? null],
+  );
+  const s = t.rows[0]?.s;
+  if (!s) return 'absent';
+  const r = await c.query<{ h: string }>(
+    `SELECT md5(COALESCE(string_agg(subsystem || ':' || COALESCE(last_executed, '') || ':' || COALESCE(array_to_string(executed, ','), '') || ':' ||
+            COALESCE(array_to_string(pending, ','), ''), ';' ORDER BY subsystem), '')) AS h FROM ${quoteIdent(s)}.schema_meta WHERE key = 'schema_meta'`,
+  );
+  return r.rows[0]?.h ?? 'empty';
+}
+
+const NEEDS_BOOTSTRAP: SchemaState = { code: 3, executed: {}, pending: {}, new: {} };
+
 /** Finish a run: summary line on stdout, termination message, exit code. */
 function finishRun(ctx: RunContext, s: Summary, started: number): number {
   s.duration_ms = Date.now() - started;
@@ -184,7 +206,10 @@ export async function migrate(ctx: RunContext): Promise<number> {
     const w = await waitForPostgres(k, { deadline, log, signal });
     main = w.client;
     s.wait_postgres_ms = w.waitedMs;
-    let state = await cli.list(signal);
+    const db = main;
+    let seen = await schemaFingerprint(db, k.schema);
+    const readState = async (): Promise<SchemaState> => (seen === 'absent' ? NEEDS_BOOTSTRAP : cli.list(signal));
+    let state = await readState();
     s.state_before = stateName(state);
     let plan = decide(state, st.finish);
     log.info('schema state', { state: plan.state, plan: plan.actions.join(',') || 'nothing', reason: plan.reason });
@@ -224,8 +249,12 @@ export async function migrate(ctx: RunContext): Promise<number> {
           lastHolderLog = Date.now();
         }
         if (!h) {
-          // the holder just finished: read the state again without the lock (all waiters in parallel)
-          state = await cli.list(signal);
+          // the holder just finished: read the state again without the lock (all waiters in
+          // parallel), starting Kong only when the schema rows changed
+          const now = await schemaFingerprint(db, k.schema);
+          if (now === seen) continue;
+          seen = now;
+          state = await readState();
           plan = decide(state, st.finish);
           if (plan.refused) throw new InitError(ExitCode.CONFIG, plan.refused);
           if (plan.actions.length === 0) break;
@@ -236,8 +265,12 @@ export async function migrate(ctx: RunContext): Promise<number> {
       s.wait_lock_ms = Date.now() - lockStart;
       if (lock.isHeld) {
         log.info('migration lock acquired', { waited_ms: s.wait_lock_ms });
-        s.kong_version = await cli.version();
-        state = await cli.list(signal);
+        const version = cli.version().catch(() => undefined);
+        const now = await schemaFingerprint(lockClient, k.schema);
+        if (now !== seen) {
+          seen = now;
+          state = await readState();
+        }
         for (let step = 0; step < 12; step++) {
           plan = decide(state, st.finish);
           if (plan.refused) throw new InitError(ExitCode.CONFIG, plan.refused);
@@ -245,6 +278,7 @@ export async function migrate(ctx: RunContext): Promise<number> {
           if (!next) break;
           state = await runStep(next, state);
         }
+        s.kong_version = await version;
       } else {
         log.info('another pod migrated the database while we waited', { state: stateName(state) });
       }

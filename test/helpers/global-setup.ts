@@ -1,11 +1,11 @@
 /** Once per test run: build dist/ (the tests run the shipped program) and start a real Postgres. */
-import { execFileSync } from 'node:child_process';
 import { embeddedServer, type Server } from './embedded.js';
+import { buildDist } from './build.js';
 
 let server: Server | undefined;
 
 export async function setup(): Promise<void> {
-  execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
+  buildDist();
   if (process.env.TEST_DATABASE_URL) {
     process.env.KDI_TEST_PG_URL = process.env.TEST_DATABASE_URL;
     return;

@@ -1,0 +1,50 @@
+/** Benchmark 1: N pods starting at once on an empty database. Ours vs raw `kong migrations bootstrap`. */
+import { execa } from 'execa';
+import { createDb, listCode } from '../test/helpers/harness.js';
+import { ourMigrate, podEnv, rawKong } from './lib.js';
+
+export interface RaceRow {
+  n: number;
+  oursMs: number;
+  oursFailures: number;
+  oursRatio: number;
+  rawMs: number;
+  rawFailures: number;
+  rawAbortedNoop: number;
+  rawEndState: number;
+  /** N bare `node -e 0` at once: the CPU floor for any N Node processes on this machine. */
+  floorMs: number;
+}
+
+export async function raceBench(ns = [1, 8, 32]): Promise<RaceRow[]> {
+  const rows: RaceRow[] = [];
+  let base = 0;
+  for (const n of ns) {
+    const db = await createDb();
+    let t = Date.now();
+    const ours = await Promise.all(Array.from({ length: n }, (_, i) => ourMigrate(podEnv(db, i))));
+    const oursMs = Date.now() - t;
+    if (n === ns[0]) base = oursMs;
+    const oursFailures = ours.filter((r) => r.exitCode !== 0).length + ((await listCode(db)) === 0 ? 0 : 1);
+
+    const raw = await createDb();
+    t = Date.now();
+    const rs = await Promise.all(Array.from({ length: n }, (_, i) => rawKong(podEnv(raw, i), ['migrations', 'bootstrap'])));
+    const rawMs = Date.now() - t;
+    t = Date.now();
+    await Promise.all(Array.from({ length: n }, () => execa(process.execPath, ['-e', '0'])));
+    const floorMs = Date.now() - t;
+    rows.push({
+      n,
+      floorMs,
+      oursMs,
+      oursFailures,
+      oursRatio: oursMs / base,
+      rawMs,
+      rawFailures: rs.filter((r) => r.exitCode !== 0).length,
+      rawAbortedNoop: rs.filter((r) => r.exitCode === 0 && String(r.stdout).includes('aborted: another node')).length,
+      rawEndState: await listCode(raw),
+    });
+  }
+  return rows;
+}
