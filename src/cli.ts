@@ -60,6 +60,12 @@ const realFiles = {
 };
 
 export async function main(argv: string[], env: Env): Promise<number> {
+  const pr = argv.indexOf('post-render');
+  if (pr >= 0 && argv.slice(0, pr).every((a) => a.startsWith('-') && a !== '--help' && a !== '-h')) {
+    // the post-renderer has flags of its own (passed by Helm with --post-renderer-args)
+    const { postRenderMain } = await import('./post-render.js');
+    return postRenderMain(argv.slice(pr + 1), env);
+  }
   let settings: Settings & { helpFor?: Command };
   try {
     settings = parseSettings(argv, env);
@@ -74,10 +80,6 @@ export async function main(argv: string[], env: Env): Promise<number> {
   if (settings.command === 'version') {
     process.stdout.write(`kong-db-init ${toolVersion()}\n`);
     return 0;
-  }
-  if (settings.command === 'post-render') {
-    const { postRenderMain } = await import('./post-render.js');
-    return postRenderMain(argv.slice(argv.indexOf('post-render') + 1), env);
   }
   if (settings.command === 'install') {
     const { installMain } = await import('./install.js');

@@ -1,0 +1,202 @@
+/** The post-renderer: golden outputs, offline validation, byte preservation, bad input, real Helm. */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { postRender, splitStream, type RenderOptions } from '../src/render.js';
+import { CLI, ROOT } from './helpers/harness.js';
+import { docs, validateWorkloads } from './helpers/k8s-check.js';
+
+const FIX = path.join(ROOT, 'test/fixtures/render');
+const read = (f: string) => fs.readFileSync(path.join(FIX, f), 'utf8');
+const base: RenderOptions = { image: 'ghcr.io/kong-db-init/kong-db-init:test', finish: 'auto', replaceWait: false, allowNoKong: false };
+
+const cases: Array<[string, string, Partial<RenderOptions>]> = [
+  ['helm3-postgres', 'helm3-postgres.yaml', {}],
+  ['helm3-postgres-replace-wait', 'helm3-postgres.yaml', { replaceWait: true, requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } }],
+  ['helm4-hooks', 'helm4-hooks.yaml', {}],
+  ['helm4-hooks-all-in-one', 'helm4-hooks.yaml', { allInOne: 'registry.example.com/kong-db-init-aio:3.7.1.2', finish: 'never' }],
+  ['hybrid', 'hybrid.yaml', {}],
+  ['daemonset', 'daemonset.yaml', {}],
+  ['umbrella-gateway', 'umbrella-gateway.yaml', {}],
+  ['sidecars', 'sidecars.yaml', {}],
+];
+
+describe('post-render transform', () => {
+  for (const [name, file, opts] of cases) {
+    it(`${name}: matches the golden output, validates, keeps untouched documents byte for byte, is idempotent`, () => {
+      const input = read(file);
+      const { output } = postRender(input, { ...base, ...opts });
+      const golden = path.join(FIX, 'golden', `${name}.yaml`);
+      if (process.env.UPDATE_GOLDEN) fs.writeFileSync(golden, output);
+      expect(output).toBe(fs.readFileSync(golden, 'utf8'));
+      expect(validateWorkloads(output)).toBeGreaterThan(0);
+      // every input document is either removed, edited, or present verbatim
+      const outChunks = splitStream(output).map((c) => c.text);
+      const verbatim = splitStream(input).filter((c) => outChunks.includes(c.text)).length;
+      const inDocs = docs(input);
+      const edited = inDocs.filter((d) => ['Deployment', 'DaemonSet'].includes(d.kind) && JSON.stringify(d).includes('KONG_DATABASE","value":"postgres')).length;
+      const removed = inDocs.filter((d) => d.kind === 'Job' && /init-migrations|pre-upgrade/.test(d.metadata.name)).length;
+      expect(verbatim + edited + removed).toBe(splitStream(input).length);
+      expect(postRender(output, { ...base, ...opts }).output).toBe(output);
+    });
+  }
+
+  it('injects before wait-for-db, from the proxy container: image, env, envFrom, mounts, securityContext; no ports or probes', () => {
+    const out = docs(postRender(read('helm3-postgres.yaml'), base).output);
+    const dep = out.find((d) => d.kind === 'Deployment')!;
+    const spec = dep.spec.template.spec;
+    expect(spec.initContainers.map((c: { name: string }) => c.name)).toEqual(['clear-stale-pid', 'kong-db-init-install', 'kong-db-init', 'wait-for-db']);
+    const proxy = spec.containers.find((c: { name: string }) => c.name === 'proxy');
+    const mig = spec.initContainers[2];
+    expect(mig.image).toBe(proxy.image);
+    expect(mig.env).toEqual(proxy.env);
+    expect(mig.envFrom).toEqual(proxy.envFrom);
+    expect(mig.securityContext).toEqual(proxy.securityContext);
+    expect(mig.volumeMounts).toEqual([...proxy.volumeMounts, { name: 'kong-db-init-bin', mountPath: '/kong-db-init', readOnly: true }]);
+    expect(mig.command).toEqual(['/kong-db-init/kong-db-init', 'migrate']);
+    for (const k of ['ports', 'readinessProbe', 'livenessProbe', 'lifecycle']) expect(mig[k]).toBeUndefined();
+    expect(spec.volumes.at(-1)).toEqual({ name: 'kong-db-init-bin', emptyDir: {} });
+    expect(spec.volumes.find((v: { name: string }) => v.name === 'custom-plugins').configMap.defaultMode).toBe(0o755);
+    expect(out.some((d) => d.kind === 'Job')).toBe(false);
+  });
+
+  it('Helm 4: removes the init and pre-upgrade Jobs, keeps the post-upgrade finish Job and every postrender-filename annotation', () => {
+    const input = read('helm4-hooks.yaml');
+    const out = docs(postRender(input, base).output);
+    expect(out.filter((d) => d.kind === 'Job').map((d) => d.metadata.name)).toEqual(['edge-kong-post-upgrade-migrations']);
+    for (const d of out) expect(d.metadata.annotations['postrenderer.helm.sh/postrender-filename']).toMatch(/^kong\/templates\//);
+  });
+
+  it('hybrid: the control plane gets the init container, the data plane is left alone', () => {
+    const out = docs(postRender(read('hybrid.yaml'), base).output);
+    const inits = (n: string) => (out.find((d) => d.metadata.name === n)!.spec.template.spec.initContainers ?? []).map((c: { name: string }) => c.name);
+    expect(inits('cp-kong')).toContain('kong-db-init');
+    expect(inits('dp-kong')).toEqual([]);
+    expect(postRender(read('hybrid.yaml'), base).output).toContain(splitStream(read('hybrid.yaml'))[1]!.text);
+  });
+
+  it('DB-less: an error without --allow-no-kong, unchanged output with it', () => {
+    expect(() => postRender(read('dbless.yaml'), base)).toThrow(/no Kong workload that uses Postgres.*--allow-no-kong/);
+    expect(postRender(read('dbless.yaml'), { ...base, allowNoKong: true }).output).toBe(read('dbless.yaml'));
+  });
+
+  it('sidecars before proxy: the init container is built from proxy, not the first container', () => {
+    const dep = docs(postRender(read('sidecars.yaml'), base).output)[0]!;
+    const mig = dep.spec.template.spec.initContainers.find((c: { name: string }) => c.name === 'kong-db-init');
+    expect(mig.image).toBe('registry.example.com/platform/kong-custom:3.7.1-plugins.4');
+    expect(mig.env.map((e: { name: string }) => e.name)).toContain('KONG_PG_PASSWORD_FILE');
+  });
+
+  it.each([
+    ['malformed YAML names line and column', '---\nkind: ConfigMap\n---\nkind: Deployment\nspec: [\n  a: b\n', /malformed YAML at line 7, column 1: Flow sequence/],
+    ['empty input', '  \n', /empty input/],
+    ['no Kong workload', 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n', /no Kong workload/],
+    ['Kong workload without proxy', 'apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: k\n  labels:\n    app.kubernetes.io/name: kong\nspec:\n  template:\n    spec:\n      containers:\n      - name: gateway\n        image: kong:3.7\n', /Kong workload Deployment\/k has no container named "proxy"/],
+  ])('%s', (_n, input, re) => {
+    expect(() => postRender(input, base)).toThrow(re);
+  });
+});
+
+describe('post-render process (stdin → stdout)', () => {
+  const run = (args: string[], input: string, env: Record<string, string> = {}) =>
+    execa(process.execPath, [CLI, 'post-render', ...args], { input, reject: false, env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir(), ...env }, extendEnv: false, stripFinalNewline: false });
+
+  it('writes the transformed stream and reports what it changed on stderr', async () => {
+    const r = await run(['--finish', 'always'], read('helm3-postgres.yaml'));
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBe(postRender(read('helm3-postgres.yaml'), { ...base, image: r.stdout.match(/image: (ghcr\.io\S+)/)![1]!, finish: 'always' }).output);
+    expect(r.stderr).toMatch(/removed Job\/demo-kong-init-migrations/);
+  });
+
+  it.each([
+    [['--frobnicate'], 'x', 2, /unknown flag --frobnicate/],
+    [['--finish', 'sometimes'], 'x', 2, /--finish "sometimes" is invalid/],
+    [[], '', 20, /empty input/],
+    [[], 'a: [\n', 20, /malformed YAML at line 2/],
+    [[], 'apiVersion: v1\nkind: Secret\n', 20, /no Kong workload/],
+  ])('bad input: flags %j, stdin %j → exit %i, nothing on stdout, the message is also in the error file', async (args, input, code, re) => {
+    const errFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-pr-')), 'err.txt');
+    const r = await run(code === 20 ? [...args, '--error-file', errFile] : args, input);
+    expect(r.exitCode).toBe(code);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(re);
+    if (code === 20) {
+      expect(r.stderr).toContain(`(also written to ${errFile})`);
+      expect(fs.readFileSync(errFile, 'utf8')).toMatch(re);
+    }
+  });
+
+  it('drains large outputs completely (> 64 KiB through a pipe)', async () => {
+    const filler = Array.from({ length: 400 }, (_, i) => `---\n# Source: big/cm-${i}.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-${i}\ndata:\n  blob: "${'x'.repeat(400)}"\n`).join('');
+    const input = filler + read('helm3-postgres.yaml');
+    expect(input.length).toBeGreaterThan(200_000);
+    const r = await run([], input);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.length).toBeGreaterThan(200_000);
+    expect(r.stdout.startsWith(filler)).toBe(true);
+    expect(r.stdout).toBe(postRender(input, { ...base, image: r.stdout.match(/image: (ghcr\.io\S+)/)![1]! }).output);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Real Helm (3 and 4) through the shipped post-renderer executable and plugin, when available.
+
+function helmBinaries(): { v3?: string; v4?: string } {
+  const found: { v3?: string; v4?: string } = {};
+  const candidates = [process.env.KDI_HELM3_BIN, process.env.KDI_HELM4_BIN, path.join(ROOT, '.tmp/helm3/helm'), path.join(ROOT, '.tmp/helm4/helm'), ...(process.env.PATH ?? '').split(':').map((d) => path.join(d, 'helm'))];
+  for (const c of candidates) {
+    if (!c || !fs.existsSync(c)) continue;
+    try {
+      const v = helmVersion(c);
+      if (v.startsWith('v3') && !found.v3) found.v3 = c;
+      if (v.startsWith('v4') && !found.v4) found.v4 = c;
+    } catch {
+      // not a usable helm
+    }
+  }
+  return found;
+}
+function helmVersion(bin: string): string {
+  return execFileSync(bin, ['version', '--short'], { encoding: 'utf8', env: { ...process.env, HELM_CONFIG_HOME: os.tmpdir() } }).trim();
+}
+const helm = helmBinaries();
+const chart = path.join(ROOT, 'test/fixtures/chart/kong-mini');
+
+describe.skipIf(!helm.v3)(`helm 3 template through the post-renderer executable${helm.v3 ? '' : ' (skipped: no helm v3 on PATH, KDI_HELM3_BIN or .tmp/helm3)'}`, () => {
+  it('removes the init Job, injects the init container, leaves the hooks (Helm 3 never passes them)', async () => {
+    const r = await execa(helm.v3!, ['template', 'rel', chart, '--post-renderer', path.join(ROOT, 'charts/post-renderer/helm3-post-render'), '--post-renderer-args', '--finish=always'], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const out = docs(r.stdout);
+    expect(out.map((d) => `${d.kind}/${d.metadata.name}`)).toEqual(['ConfigMap/rel-scripts', 'Deployment/rel-kong', 'Job/rel-kong-pre-upgrade-migrations', 'Job/rel-kong-post-upgrade-migrations']);
+    const mig = out[1]!.spec.template.spec.initContainers.find((c: { name: string }) => c.name === 'kong-db-init');
+    expect(mig.args).toEqual(['--finish=always']);
+    expect(out[1]!.spec.template.spec.volumes[0].configMap.defaultMode).toBe(0o755);
+    validateWorkloads(r.stdout);
+  });
+  it('a failing post-render fails helm with our message', async () => {
+    const r = await execa(helm.v3!, ['template', 'rel', chart, '--set', 'database=off', '--post-renderer', path.join(ROOT, 'charts/post-renderer/helm3-post-render')], { reject: false });
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr).toMatch(/no Kong workload that uses Postgres/);
+  });
+});
+
+describe.skipIf(!helm.v4)(`helm 4 template through the post-renderer plugin${helm.v4 ? '' : ' (skipped: no helm v4 on PATH, KDI_HELM4_BIN or .tmp/helm4)'}`, () => {
+  it('plugin install, then hooks are passed: the pre-upgrade Job goes, the post-upgrade Job stays', async () => {
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-helm4-'));
+    const env = { ...process.env, HELM_CONFIG_HOME: path.join(home, 'c'), HELM_DATA_HOME: path.join(home, 'd'), HELM_CACHE_HOME: path.join(home, 'x') };
+    delete (env as Record<string, string | undefined>).HELM_PLUGINS;
+    const inst = await execa(helm.v4!, ['plugin', 'install', path.join(ROOT, 'charts/post-renderer/kong-db-init')], { env, reject: false });
+    expect(inst.exitCode, inst.stderr).toBe(0);
+    const r = await execa(helm.v4!, ['template', 'rel', chart, '--post-renderer', 'kong-db-init'], { env, reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const out = docs(r.stdout);
+    expect(out.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual(['ConfigMap/rel-scripts', 'Deployment/rel-kong', 'Job/rel-kong-post-upgrade-migrations']);
+    validateWorkloads(r.stdout);
+    const bad = await execa(helm.v4!, ['template', 'rel', chart, '--set', 'database=off', '--post-renderer', 'kong-db-init'], { env: { ...env, TMPDIR: home }, reject: false });
+    expect(bad.exitCode).not.toBe(0);
+    expect(fs.readFileSync(path.join(home, 'kong-db-init-post-render.err'), 'utf8')).toMatch(/no Kong workload that uses Postgres/);
+  });
+});
