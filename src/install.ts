@@ -1,1 +1,76 @@
-export async function installMain(_a: string[]): Promise<number> { return 2; }
+/**
+ * `kong-db-init install DIR`: copy this program (its bundle, the Node runtime running it, and the
+ * C++ runtime libraries that Node links against) into DIR, with a launcher that needs nothing from
+ * the environment. Used by the init container that fills the emptyDir shared with the Kong image.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const LAUNCHER = `#!/bin/sh
+# kong-db-init launcher: the bundled Node runtime runs the bundled program.
+# Works with an empty environment (env -i) inside any glibc image.
+case "$0" in
+  */*) d=\${0%/*} ;;
+  *) d=$(command -v -- "$0"); d=\${d%/*} ;;
+esac
+if [ -d "$d/lib" ]; then
+  found=
+  for p in /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu /lib/aarch64-linux-gnu /usr/lib/aarch64-linux-gnu /lib64 /usr/lib64 /usr/lib /lib; do
+    if [ -e "$p/libstdc++.so.6" ]; then found=1; break; fi
+  done
+  # the image's own C++ runtime is preferred; ours only when it has none
+  [ -n "$found" ] || export LD_LIBRARY_PATH="$d/lib\${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+exec "$d/node" "$d/kong-db-init.mjs" "$@"
+`;
+
+/** Shared libraries of the running process that another glibc image may lack. */
+export function runtimeLibraries(maps: string): string[] {
+  const libs = new Set<string>();
+  for (const line of maps.split('\n')) {
+    const p = line.trim().split(/\s+/).at(-1) ?? '';
+    if (/\/(libstdc\+\+\.so\.6[.\d]*|libgcc_s\.so\.1)$/.test(p)) libs.add(p);
+  }
+  return [...libs];
+}
+
+function copyExecutable(src: string, dest: string, mode: number): void {
+  const tmp = `${dest}.tmp-${process.pid}`;
+  fs.copyFileSync(src, tmp);
+  fs.chmodSync(tmp, mode);
+  fs.renameSync(tmp, dest);
+}
+
+export async function installMain(args: string[]): Promise<number> {
+  const dir = args[0];
+  if (!dir || args.length > 1) {
+    process.stderr.write('kong-db-init install: usage: kong-db-init install DIR (one directory, e.g. an emptyDir mount)\n');
+    return 2;
+  }
+  const bundle = fileURLToPath(import.meta.url);
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch (e) {
+    process.stderr.write(`kong-db-init install: cannot write to ${dir} (${(e as NodeJS.ErrnoException).code ?? 'error'}); mount a writable emptyDir there\n`);
+    return 2;
+  }
+  try {
+    const libs = fs.existsSync('/proc/self/maps') ? runtimeLibraries(fs.readFileSync('/proc/self/maps', 'utf8')) : [];
+    if (libs.length) fs.mkdirSync(path.join(dir, 'lib'), { recursive: true });
+    // copied under their sonames (maps lists libstdc++.so.6.0.30, the loader asks for libstdc++.so.6)
+    const soname = (l: string) => path.basename(l).replace(/^(libstdc\+\+\.so\.6)[.\d]*$/, '$1');
+    for (const l of libs) copyExecutable(fs.realpathSync(l), path.join(dir, 'lib', soname(l)), 0o755);
+    copyExecutable(process.execPath, path.join(dir, 'node'), 0o755);
+    copyExecutable(bundle, path.join(dir, 'kong-db-init.mjs'), 0o644);
+    const launcher = path.join(dir, 'kong-db-init');
+    fs.writeFileSync(`${launcher}.tmp-${process.pid}`, LAUNCHER, { mode: 0o755 });
+    fs.renameSync(`${launcher}.tmp-${process.pid}`, launcher);
+    process.stderr.write(`kong-db-init install: installed into ${dir} (node ${process.version}${libs.length ? `, ${libs.map(soname).join(', ')}` : ''}); run ${launcher} migrate\n`);
+    return 0;
+  } catch (e) {
+    process.stderr.write(`kong-db-init install: copying into ${dir} failed: ${(e as Error).message}; check free space and permissions\n`);
+    return 2;
+  }
+}

@@ -163,6 +163,8 @@ function helmVersion(bin: string): string {
   return execFileSync(bin, ['version', '--short'], { encoding: 'utf8', env: { ...process.env, HELM_CONFIG_HOME: os.tmpdir() } }).trim();
 }
 const helm = helmBinaries();
+if (!helm.v3) console.warn('skipping the real Helm 3 suite: no helm v3 on PATH, KDI_HELM3_BIN or .tmp/helm3');
+if (!helm.v4) console.warn('skipping the real Helm 4 suite: no helm v4 on PATH, KDI_HELM4_BIN or .tmp/helm4');
 const chart = path.join(ROOT, 'test/fixtures/chart/kong-mini');
 
 describe.skipIf(!helm.v3)(`helm 3 template through the post-renderer executable${helm.v3 ? '' : ' (skipped: no helm v3 on PATH, KDI_HELM3_BIN or .tmp/helm3)'}`, () => {
