@@ -10,6 +10,11 @@ import type { Logger } from './log.js';
 import type { Migrations, SchemaState } from './plan.js';
 
 export const NOT_LEADER = 'aborted: another node is performing database changes';
+/**
+ * What `kong migrations up` prints when Kong's own `locks` row stayed held for its whole
+ * --lock-timeout (its wait loop gives up with this error instead of "aborted").
+ */
+export const KONG_LOCK_WAIT_TIMEOUT = /^Error: \[PostgreSQL error\] timeout\s*$/m;
 /** PostgreSQL errors that a concurrent Kong bootstrap (not ours) can cause; retrying heals them. */
 export const RACE_ERRORS = [/tuple concurrently updated/, /failed to bootstrap database: .*already exists/, /duplicate key value violates unique constraint "pg_type_typname_nsp_index"/];
 

@@ -4,7 +4,7 @@ import type { Env, KongPg, Settings } from './config.js';
 import { describeTarget } from './config.js';
 import { quoteIdent } from './db.js';
 import { ExitCode, InitError, isInitError } from './errors.js';
-import { KongCli, NOT_LEADER, RACE_ERRORS, lastLines } from './kong.js';
+import { KONG_LOCK_WAIT_TIMEOUT, KongCli, NOT_LEADER, RACE_ERRORS, lastLines } from './kong.js';
 import { AdvisoryLock, lockKey, type Holder } from './lock.js';
 import type { Logger } from './log.js';
 import { decide, fingerprint, kongStartAccepts, stateName, type Action, type SchemaState } from './plan.js';
@@ -157,11 +157,13 @@ export async function migrate(ctx: RunContext): Promise<number> {
       const after = await cli.list(signal);
       const rec = { action, ms: r.durationMs, exit: r.exitCode } as Summary['actions'][number];
       const output = `${r.stdout}\n${r.stderr}`;
-      const aborted = output.includes(NOT_LEADER);
-      const race = r.exitCode !== 0 && RACE_ERRORS.some((re) => re.test(r.stderr));
+      const lockRow = await kongLockRow(lock?.isHeld ? lockClient : main, k.schema);
+      // Kong's own lock: "aborted" (exit 0), or its wait for the lock row timed out (exit 1)
+      const aborted = output.includes(NOT_LEADER) || (r.exitCode !== 0 && lockRow !== undefined && KONG_LOCK_WAIT_TIMEOUT.test(r.stderr));
+      const race = r.exitCode !== 0 && !aborted && RACE_ERRORS.some((re) => re.test(r.stderr));
       const progressed = fingerprint(after) !== fingerprint(before);
       if (progressed) changed = true;
-      if (r.exitCode !== 0 && !race) {
+      if (r.exitCode !== 0 && !race && !aborted) {
         s.actions.push(rec);
         s.state_after = stateName(after);
         throw new InitError(ExitCode.KONG_FAILED, `kong migrations ${action} exited ${r.exitCode} and the schema is now "${stateName(after)}": ${lastLines(r.stderr || r.stdout, 8)}`);
@@ -182,7 +184,7 @@ export async function migrate(ctx: RunContext): Promise<number> {
       }
       rec.note = aborted ? 'aborted: Kong lock held' : 'race error';
       s.actions.push(rec);
-      const row = await kongLockRow(lock?.isHeld ? lockClient : main, k.schema);
+      const row = lockRow;
       const wait = row ? Math.min(Math.ceil(row.ms_left) + 250, 30_000) : Math.max(250, backoffDelay(attempt, { baseMs: 500, capMs: 5000 }));
       const fix = row
         ? `Kong's own "migrations" lock row is held by owner ${row.owner} until ${row.ttl}; if no Kong migration is running it was left by a killed run and expires then (or delete it: DELETE FROM locks WHERE key = 'migrations')`
@@ -252,7 +254,10 @@ export async function migrate(ctx: RunContext): Promise<number> {
           // the holder just finished: read the state again without the lock (all waiters in
           // parallel), starting Kong only when the schema rows changed
           const now = await schemaFingerprint(db, k.schema);
-          if (now === seen) continue;
+          if (now === seen) {
+            await sleep(50, signal);
+            continue;
+          }
           seen = now;
           state = await readState();
           plan = decide(state, st.finish);

@@ -40,6 +40,18 @@ describe('faults', () => {
     expect(await runsCount(db)).toBe(66);
   });
 
+  it("Kong's `up` gives up waiting for a leftover lock row (exit 1, \"timeout\"): migrate waits for the row to expire and retries", async () => {
+    const db = await createDb();
+    await seed(db, '3.6');
+    await db.query(`INSERT INTO locks VALUES ('migrations', 'killed-node', now() + interval '2500 milliseconds')`);
+    const r = await runCli(['migrate'], db.env({ KONG_DB_INIT_KONG_LOCK_TIMEOUT: '1' }));
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/\[kong migrations up\] Error: \[PostgreSQL error\] timeout/);
+    expect(r.stderr).toMatch(/aborted by Kong's own lock; retrying.*kong_lock_owner=killed-node/);
+    expect(await listCode(db)).toBe(4);
+    await noDuplicates(db);
+  });
+
   it('Postgres restarts while migrate waits for it: migrate recovers', async () => {
     const server = await embeddedServer({ password: KONG_PASSWORD });
     try {

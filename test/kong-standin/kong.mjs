@@ -84,6 +84,13 @@ function connErr(e) {
   return e.message;
 }
 
+function sslOptions() {
+  const verify = /^(on|true)$/.test(conf.pg_ssl_verify || '');
+  if (!verify) return { rejectUnauthorized: false };
+  const files = (conf.lua_ssl_trusted_certificate || '').split(',').map((f) => f.trim()).filter((f) => f && f !== 'system');
+  return { rejectUnauthorized: true, ca: files.length ? files.map((f) => fs.readFileSync(f, 'utf8')) : undefined };
+}
+
 async function connect() {
   const client = new pg.Client({
     host: conf.pg_host || '127.0.0.1',
@@ -92,7 +99,7 @@ async function connect() {
     password: conf.pg_password,
     database: conf.pg_database || 'kong',
     connectionTimeoutMillis: dbTimeout,
-    ssl: /^(on|true)$/.test(conf.pg_ssl || '') ? { rejectUnauthorized: /^(on|true)$/.test(conf.pg_ssl_verify || '') } : false,
+    ssl: /^(on|true)$/.test(conf.pg_ssl || '') ? sslOptions() : false,
   });
   client.on('error', () => {});
   try {

@@ -1,0 +1,66 @@
+/** KONG_PG_SSL / KONG_PG_SSL_VERIFY / KONG_LUA_SSL_TRUSTED_CERTIFICATE apply to our own connections. */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { embeddedServer, type Server } from './helpers/embedded.js';
+import { adminQuery, createDb, KONG_PASSWORD, listCode, runCli, type TestDb } from './helpers/harness.js';
+
+function hasOpenssl(): boolean {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+const skip = !hasOpenssl();
+if (skip) console.warn('skipping the TLS suite: openssl not found');
+
+describe.skipIf(skip)('TLS to Postgres', () => {
+  let server: Server;
+  let dir: string;
+  let db: TestDb;
+  const ssl = (c: string[]) => execFileSync('openssl', c, { cwd: dir, stdio: 'ignore' });
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-tls-'));
+    fs.chmodSync(dir, 0o755);
+    ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=kdi test CA']);
+    ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'other-ca.key', '-out', 'other-ca.pem', '-days', '2', '-subj', '/CN=another CA']);
+    ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1']);
+    fs.writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+    ssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'san.ext']);
+    server = await embeddedServer({ password: KONG_PASSWORD, started: false, flags: ['-c', 'ssl=on', '-c', `ssl_cert_file=${dir}/server.pem`, '-c', `ssl_key_file=${dir}/server.key`] });
+    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+    for (const f of ['server.key', 'server.pem']) fs.chownSync(path.join(dir, f), uid, 0);
+    fs.chmodSync(path.join(dir, 'server.key'), 0o600);
+    await server.start();
+    const target = { host: '127.0.0.1', port: server.port, user: 'postgres', password: KONG_PASSWORD };
+    db = await createDb(target);
+    expect((await adminQuery<{ ssl: boolean }>('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()', [], 'postgres', target)).rows).toHaveLength(1);
+  });
+  afterAll(async () => {
+    await server?.destroy();
+  });
+
+  it('verify on with the right CA file: migrates over TLS', async () => {
+    const env = db.env({ KONG_PG_SSL: 'on', KONG_PG_SSL_VERIFY: 'on', KONG_LUA_SSL_TRUSTED_CERTIFICATE: `${dir}/ca.pem` });
+    const r = await runCli(['migrate'], env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await listCode(db)).toBe(0);
+  });
+
+  it('verify on with a CA that did not sign the server: fails fast (exit 10) naming the trust setting', async () => {
+    const r = await runCli(['migrate'], db.env({ KONG_PG_SSL: 'on', KONG_PG_SSL_VERIFY: 'on', KONG_LUA_SSL_TRUSTED_CERTIFICATE: `${dir}/other-ca.pem` }));
+    expect(r.exitCode).toBe(10);
+    expect(r.stderr).toMatch(/TLS: .*KONG_LUA_SSL_TRUSTED_CERTIFICATE/);
+    expect(r.durationMs).toBeLessThan(3000);
+  });
+
+  it('ssl on, verify off: connects without checking the certificate', async () => {
+    const r = await runCli(['status'], db.env({ KONG_PG_SSL: 'on', KONG_PG_SSL_VERIFY: 'off' }));
+    expect(r.exitCode, r.stderr).toBe(0);
+  });
+});
