@@ -238,7 +238,8 @@ export async function migrate(ctx: RunContext): Promise<number> {
       });
       const lockStart = Date.now();
       let lastHolderLog = 0;
-      while (!(await lock.tryAcquire())) {
+      let acquired = await lock.tryAcquire();
+      while (!acquired) {
         const h = await lock.holder();
         if (Date.now() - lockStart > st.lockTimeoutMs) {
           throw new InitError(
@@ -250,27 +251,28 @@ export async function migrate(ctx: RunContext): Promise<number> {
           log.info('waiting for the migration lock', describeHolder(h));
           lastHolderLog = Date.now();
         }
-        if (!h) {
-          // the holder just finished: read the state again without the lock (all waiters in
-          // parallel), starting Kong only when the schema rows changed
-          const now = await schemaFingerprint(db, k.schema);
-          if (now === seen) {
-            await sleep(50, signal);
-            continue;
-          }
+        if (h) {
+          await sleep(150 + Math.floor(Math.random() * 200), signal);
+          continue;
+        }
+        // the holder let go: every waiter re-reads the state without the lock, in parallel
+        // (starting Kong only when the schema rows changed), and only those with work left
+        // contend for the lock again, so finished work is not re-checked one pod at a time
+        const now = await schemaFingerprint(db, k.schema);
+        if (now !== seen) {
           seen = now;
           state = await readState();
           plan = decide(state, st.finish);
           if (plan.refused) throw new InitError(ExitCode.CONFIG, plan.refused);
           if (plan.actions.length === 0) break;
-          continue;
         }
-        await sleep(150 + Math.floor(Math.random() * 200), signal);
+        acquired = await lock.tryAcquire();
+        if (!acquired) await sleep(20 + Math.floor(Math.random() * 60), signal);
       }
       s.wait_lock_ms = Date.now() - lockStart;
       if (lock.isHeld) {
         log.info('migration lock acquired', { waited_ms: s.wait_lock_ms });
-        const version = cli.version().catch(() => undefined);
+        let version: Promise<string | undefined> | undefined;
         const now = await schemaFingerprint(lockClient, k.schema);
         if (now !== seen) {
           seen = now;
@@ -281,6 +283,7 @@ export async function migrate(ctx: RunContext): Promise<number> {
           if (plan.refused) throw new InitError(ExitCode.CONFIG, plan.refused);
           const next = plan.actions[0];
           if (!next) break;
+          version ??= cli.version().catch(() => undefined); // alongside the first step
           state = await runStep(next, state);
         }
         s.kong_version = await version;
