@@ -13,7 +13,6 @@ export const percentile = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
 };
-export const fmtMs = (n: number) => `${Math.round(n)} ms`;
 
 /** Environment of one pod: its own stand-in log so that its first Kong command can be timed. */
 export function podEnv(db: TestDb, pod: number, extra: Record<string, string> = {}): Record<string, string> {

@@ -125,16 +125,21 @@ function fail(s: Summary, e: unknown): void {
   }
 }
 
+/** DB-less pods and hybrid data planes (KONG_DATABASE=off) have nothing to migrate or wait for. */
+function skipDbLess(ctx: RunContext, s: Summary, started: number, what: string): number | undefined {
+  if (ctx.kong.database !== 'off') return undefined;
+  ctx.log.info(`KONG_DATABASE=off (DB-less or hybrid data plane): nothing to ${what}`);
+  s.outcome = 'skipped';
+  s.note = 'database=off';
+  return finishRun(ctx, s, started);
+}
+
 export async function migrate(ctx: RunContext): Promise<number> {
   const started = Date.now();
   const { settings: st, kong: k, log, signal } = ctx;
   const s = newSummary(ctx, 'migrate');
-  if (k.database === 'off') {
-    log.info('KONG_DATABASE=off (DB-less or hybrid data plane): nothing to migrate');
-    s.outcome = 'skipped';
-    s.note = 'database=off';
-    return finishRun(ctx, s, started);
-  }
+  const skipped = skipDbLess(ctx, s, started, 'migrate');
+  if (skipped !== undefined) return skipped;
   const deadline = started + st.deadlineMs;
   const cli = kongCli(ctx);
   let main: pg.Client | undefined;
@@ -318,11 +323,8 @@ export async function waitReady(ctx: RunContext): Promise<number> {
   const started = Date.now();
   const { settings: st, kong: k, log, signal } = ctx;
   const s = newSummary(ctx, 'wait');
-  if (k.database === 'off') {
-    log.info('KONG_DATABASE=off (DB-less or hybrid data plane): nothing to wait for');
-    s.outcome = 'skipped';
-    return finishRun(ctx, s, started);
-  }
+  const skipped = skipDbLess(ctx, s, started, 'wait for');
+  if (skipped !== undefined) return skipped;
   const deadline = started + st.deadlineMs;
   const cli = kongCli(ctx);
   let client: pg.Client | undefined;

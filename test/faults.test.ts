@@ -140,7 +140,7 @@ describe('faults', () => {
       if (shape === '3.6') await seed(db, '3.6');
       const runs = await Promise.all(Array.from({ length: 32 }, () => spawnCli(['migrate'], db.env())));
       const codes = runs.map((r) => r.exitCode);
-      expect(codes.filter((c) => c !== 0), runs.map((r) => String(r.stderr)).find((s, i) => codes[i] !== 0)?.slice(-1500)).toEqual([]);
+      expect(codes.filter((c) => c !== 0), runs.map((r) => String(r.stderr)).find((_s, i) => codes[i] !== 0)?.slice(-1500)).toEqual([]);
       const ev = standinEvents(db).filter((e) => ['bootstrap', 'up', 'finish'].includes(e.ev)).map((e) => e.ev);
       expect(ev).toEqual([shape === 'empty' ? 'bootstrap' : 'up']);
       await noDuplicates(db);
