@@ -255,6 +255,9 @@ export function postRender(input: string, o: RenderOptions): RenderResult {
     }
   }
   if (targets.length > 0) {
+    if (!parsed.some(({ doc }) => doc.contents && (migrationJob(doc) === 'pre-upgrade' || migrationJob(doc) === 'post-upgrade'))) {
+      changes.push('no hook Jobs in the input (Helm 3 never passes hooks to a post-renderer): set migrations.preUpgrade=false so that only the init container migrates (the chart\'s pre-upgrade `kong migrations up` Job would run beside it)');
+    }
     parsed.forEach(({ doc }, i) => {
       const role = doc.contents ? migrationJob(doc) : undefined;
       if (role === 'init' || role === 'pre-upgrade') {

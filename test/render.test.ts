@@ -109,6 +109,7 @@ describe('post-render process (stdin → stdout)', () => {
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toBe(postRender(read('helm3-postgres.yaml'), { ...base, image: r.stdout.match(/image: (ghcr\.io\S+)/)![1]!, finish: 'always' }).output);
     expect(r.stderr).toMatch(/removed Job\/demo-kong-init-migrations/);
+    expect(r.stderr).toMatch(/Helm 3 never passes hooks to a post-renderer\): set migrations.preUpgrade=false/);
   });
 
   it.each([
