@@ -127,6 +127,11 @@ export class KongCli {
     };
   }
 
+  /** `kong migrations <action>` with our --db-timeout/--lock-timeout, output streamed into the log. */
+  migrations(action: 'bootstrap' | 'up' | 'finish', signal?: AbortSignal): Promise<KongResult> {
+    return this.run(['migrations', action, ...(this.o.migrationArgs ?? [])], { signal });
+  }
+
   async list(signal?: AbortSignal): Promise<SchemaState> {
     const r = await this.run(['migrations', 'list', ...(this.o.migrationArgs ?? [])], { signal, quiet: true });
     if (signal?.aborted) throw new InitError(ExitCode.INTERRUPTED, 'interrupted');

@@ -2,7 +2,7 @@
 import type pg from 'pg';
 import type { Env, KongPg, Settings } from './config.js';
 import { describeTarget } from './config.js';
-import { quoteIdent } from './db.js';
+import { clientConfig, connectChecked, quoteIdent } from './db.js';
 import { ExitCode, InitError, isInitError } from './errors.js';
 import { KONG_LOCK_WAIT_TIMEOUT, KongCli, NOT_LEADER, RACE_ERRORS, lastLines } from './kong.js';
 import { AdvisoryLock, lockKey, type Holder } from './lock.js';
@@ -153,7 +153,7 @@ export async function migrate(ctx: RunContext): Promise<number> {
   const runStep = async (action: Action, before: SchemaState): Promise<SchemaState> => {
     for (let attempt = 1; ; attempt++) {
       log.info(`running kong migrations ${action}`, { attempt, state: stateName(before) });
-      const r = await cli.run(['migrations', action, ...['--db-timeout', String(st.kongDbTimeoutS), '--lock-timeout', String(st.kongLockTimeoutS)]], { signal: stepSignal });
+      const r = await cli.migrations(action, stepSignal);
       if (lock?.lost) throw lockLost();
       if (signal.aborted) {
         s.actions.push({ action, ms: r.durationMs, exit: r.exitCode, note: 'interrupted' });
@@ -189,17 +189,16 @@ export async function migrate(ctx: RunContext): Promise<number> {
       }
       rec.note = aborted ? 'aborted: Kong lock held' : 'race error';
       s.actions.push(rec);
-      const row = lockRow;
-      const wait = row ? Math.min(Math.ceil(row.ms_left) + 250, 30_000) : Math.max(250, backoffDelay(attempt, { baseMs: 500, capMs: 5000 }));
-      const fix = row
-        ? `Kong's own "migrations" lock row is held by owner ${row.owner} until ${row.ttl}; if no Kong migration is running it was left by a killed run and expires then (or delete it: DELETE FROM locks WHERE key = 'migrations')`
+      const wait = lockRow ? Math.min(Math.ceil(lockRow.ms_left) + 250, 30_000) : Math.max(250, backoffDelay(attempt, { baseMs: 500, capMs: 5000 }));
+      const fix = lockRow
+        ? `Kong's own "migrations" lock row is held by owner ${lockRow.owner} until ${lockRow.ttl}; if no Kong migration is running it was left by a killed run and expires then (or delete it: DELETE FROM locks WHERE key = 'migrations')`
         : 'another Kong node changed the database at the same time';
       if (Date.now() + wait > deadline) {
         throw new InitError(ExitCode.DEADLINE, `deadline reached while kong migrations ${action} kept being refused: ${fix}; raise --deadline`);
       }
       log.warn(aborted ? `kong migrations ${action} was aborted by Kong's own lock; retrying` : `kong migrations ${action} hit a concurrent change; retrying`, {
-        kong_lock_owner: row?.owner,
-        kong_lock_until: row?.ttl,
+        kong_lock_owner: lockRow?.owner,
+        kong_lock_until: lockRow?.ttl,
         next_try_ms: wait,
       });
       await sleep(wait, signal);
@@ -304,12 +303,16 @@ export async function migrate(ctx: RunContext): Promise<number> {
   } catch (e) {
     fail(s, e);
     log.error(s.error ?? 'failed', { exit_code: s.exit_code });
-    if (s.outcome === 'failed' && isInitError(e) && e.exitCode === ExitCode.LOCK_LOST) changed = true;
   } finally {
-    const live = lock?.isHeld ? lockClient : main;
-    if (live && (changed || s.outcome !== 'ok') && !(signal.aborted && !lock?.isHeld)) {
+    // a history row for every run that changed something or failed (once connected); not for a
+    // signal that arrived before we held the lock, which must exit at once
+    if (main && (changed || s.outcome !== 'ok') && !(signal.aborted && !lock?.isHeld)) {
       s.duration_ms = Date.now() - started;
-      await recordHistory(live, k.schema, s).catch((err: Error) => log.warn('could not write the history row', { error: err.message }));
+      // after a lost lock session the old connection is gone: write through a fresh one
+      const fresh = lock?.lost ? await connectChecked({ ...clientConfig(k), connectionTimeoutMillis: 2000 }).catch(() => undefined) : undefined;
+      const live = fresh ?? (lock?.isHeld ? lockClient : main);
+      await recordHistory(live!, k.schema, s).catch((err: Error) => log.warn('could not write the history row', { error: err.message }));
+      await fresh?.end().catch(() => {});
     }
     await lock?.release();
     cli.cleanup();

@@ -101,6 +101,8 @@ describe('faults', () => {
     const r = await child;
     expect(r.exitCode, String(r.stderr)).toBe(13);
     expect(String(r.stderr)).toMatch(/lost the advisory-lock session/);
+    const h = await db.query(`SELECT outcome, exit_code FROM kong_db_init_history`);
+    expect(h.rows).toEqual([{ outcome: 'failed', exit_code: 13 }]);
     const n = await runsCount(db);
     await new Promise((res) => setTimeout(res, 800));
     expect(await runsCount(db)).toBe(n); // the Kong child is gone: nothing more ran
