@@ -10,7 +10,12 @@ export interface Backoff {
   baseMs: number;
   capMs: number;
 }
-export const DEFAULT_BACKOFF: Backoff = { baseMs: 200, capMs: 2000 };
+/**
+ * 200 ms doubling, capped at 1.5 s: with full jitter the time between Postgres becoming ready and
+ * our next attempt is at most the cap, so the cap plus a connection and Kong's start-up stays
+ * under 2 s; a refused connection every ~0.75 s on average costs Postgres nothing.
+ */
+export const DEFAULT_BACKOFF: Backoff = { baseMs: 200, capMs: 1500 };
 
 /** Full-jitter delay for attempt n (1-based): uniform in [0, min(cap, base * 2^(n-1))]. */
 export function backoffDelay(attempt: number, b: Backoff = DEFAULT_BACKOFF, random: () => number = Math.random): number {

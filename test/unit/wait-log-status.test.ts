@@ -8,8 +8,8 @@ import { lockKey } from '../../src/lock.js';
 const k = { host: 'db', port: 5432, db: 'kong', user: 'kong', ssl: false, sslVerify: false };
 
 describe('backoff', () => {
-  it('full jitter under an exponential ceiling capped at 2 s', () => {
-    expect([1, 2, 3, 4, 5, 10].map((n) => backoffDelay(n, undefined, () => 0.999999))).toEqual([199, 399, 799, 1599, 1999, 1999]);
+  it('full jitter under an exponential ceiling (200 ms doubling) capped at 1.5 s', () => {
+    expect([1, 2, 3, 4, 5, 10].map((n) => backoffDelay(n, undefined, () => 0.999999))).toEqual([199, 399, 799, 1499, 1499, 1499]);
     expect(backoffDelay(3, undefined, () => 0)).toBe(0);
   });
   it('sleep ends early when aborted', async () => {
