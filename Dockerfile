@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # kong-db-init: a small non-root image holding the program and the Node runtime it needs under
-# /opt/kong-db-init (launcher, node, bundle, C++ runtime libraries).
+# /opt/kong-db-init (launcher, node, app/ with the bundle, lib/ with the C++ runtime libraries).
 #
 #   docker build -t kong-db-init .                                  # distroless, uid 65532
 #   docker build -t kong-db-init-aio:3.7.1 \
@@ -34,5 +34,5 @@ COPY --from=build /out/opt/kong-db-init /opt/kong-db-init
 ENV PATH="/opt/kong-db-init:${PATH}"
 USER ${USER}
 # exec form, no shell needed (distroless has none)
-ENTRYPOINT ["/opt/kong-db-init/node", "/opt/kong-db-init/kong-db-init.mjs"]
+ENTRYPOINT ["/opt/kong-db-init/node", "/opt/kong-db-init/app/cli.js"]
 CMD ["--help"]

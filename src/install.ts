@@ -1,7 +1,8 @@
 /**
- * `kong-db-init install DIR`: copy this program (its bundle, the Node runtime running it, and the
- * C++ runtime libraries that Node links against) into DIR, with a launcher that needs nothing from
- * the environment. Used by the init container that fills the emptyDir shared with the Kong image.
+ * `kong-db-init install DIR`: copy this program (its bundled files, the Node runtime running it, and
+ * the C++ runtime libraries that Node links against) into DIR, with a launcher that needs nothing
+ * from the environment. Used by the init container that fills the emptyDir shared with the Kong
+ * image. Layout: DIR/kong-db-init (launcher), DIR/node, DIR/app/cli.js (+ chunks/), DIR/lib/.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,7 +23,7 @@ if [ -d "$d/lib" ]; then
   # the image's own C++ runtime is preferred; ours only when it has none
   [ -n "$found" ] || export LD_LIBRARY_PATH="$d/lib\${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-exec "$d/node" "$d/kong-db-init.mjs" "$@"
+exec "$d/node" "$d/app/cli.js" "$@"
 `;
 
 /** Shared libraries of the running process that another glibc image may lack. */
@@ -33,6 +34,16 @@ export function runtimeLibraries(maps: string): string[] {
     if (/\/(libstdc\+\+\.so\.6[.\d]*|libgcc_s\.so\.1)$/.test(p)) libs.add(p);
   }
   return [...libs];
+}
+
+/** Copy the bundle (cli.js and its chunks/) and mark it as ES modules. */
+function copyProgram(from: string, to: string, top = true): void {
+  fs.mkdirSync(to, { recursive: true });
+  for (const e of fs.readdirSync(from, { withFileTypes: true })) {
+    if (e.isDirectory() && e.name === 'chunks') copyProgram(path.join(from, e.name), path.join(to, e.name), false);
+    else if (e.isFile() && e.name.endsWith('.js')) copyExecutable(path.join(from, e.name), path.join(to, e.name), 0o644);
+  }
+  if (top) fs.writeFileSync(path.join(to, 'package.json'), '{ "type": "module" }\n');
 }
 
 function copyExecutable(src: string, dest: string, mode: number): void {
@@ -48,7 +59,12 @@ export async function installMain(args: string[]): Promise<number> {
     process.stderr.write('kong-db-init install: usage: kong-db-init install DIR (one directory, e.g. an emptyDir mount)\n');
     return 2;
   }
-  const bundle = fileURLToPath(import.meta.url);
+  // this file is a chunk of the bundle: dist/chunks/ (or app/chunks/ once installed)
+  const programDir = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+  if (!fs.existsSync(path.join(programDir, 'cli.js'))) {
+    process.stderr.write(`kong-db-init install: run the built program (npm run build, then dist/cli.js), not the sources\n`);
+    return 2;
+  }
   try {
     fs.mkdirSync(dir, { recursive: true });
     fs.accessSync(dir, fs.constants.W_OK);
@@ -63,7 +79,7 @@ export async function installMain(args: string[]): Promise<number> {
     const soname = (l: string) => path.basename(l).replace(/^(libstdc\+\+\.so\.6)[.\d]*$/, '$1');
     for (const l of libs) copyExecutable(fs.realpathSync(l), path.join(dir, 'lib', soname(l)), 0o755);
     copyExecutable(process.execPath, path.join(dir, 'node'), 0o755);
-    copyExecutable(bundle, path.join(dir, 'kong-db-init.mjs'), 0o644);
+    copyProgram(programDir, path.join(dir, 'app'));
     const launcher = path.join(dir, 'kong-db-init');
     fs.writeFileSync(`${launcher}.tmp-${process.pid}`, LAUNCHER, { mode: 0o755 });
     fs.renameSync(`${launcher}.tmp-${process.pid}`, launcher);

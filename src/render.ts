@@ -157,7 +157,7 @@ function buildContainers(doc: Document, proxy: YAMLMap, o: RenderOptions, comman
     const install = new YAMLMap();
     install.set('name', INSTALL_CONTAINER);
     install.set('image', o.image);
-    install.set("command", doc.createNode([`${IMAGE_DIR}/node`, `${IMAGE_DIR}/kong-db-init.mjs`, "install", BIN_PATH], { flow: true }));
+    install.set('command', doc.createNode([`${IMAGE_DIR}/node`, `${IMAGE_DIR}/app/cli.js`, 'install', BIN_PATH], { flow: true }));
     install.set('volumeMounts', doc.createNode([{ name: BIN_VOLUME, mountPath: BIN_PATH }]));
     install.set(
       'securityContext',

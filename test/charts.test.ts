@@ -20,7 +20,7 @@ describe('charts/kong-values.yaml', () => {
 
   it('adds the install and migrate init containers, in that order, with our layout', () => {
     expect([install!.name, migrate!.name]).toEqual([INSTALL_CONTAINER, MIGRATE_CONTAINER]);
-    expect(install!.command).toEqual([`${IMAGE_DIR}/node`, `${IMAGE_DIR}/kong-db-init.mjs`, 'install', BIN_PATH]);
+    expect(install!.command).toEqual([`${IMAGE_DIR}/node`, `${IMAGE_DIR}/app/cli.js`, 'install', BIN_PATH]);
     expect(migrate!.command).toEqual([`${BIN_PATH}/kong-db-init`, 'migrate']);
     const dockerfile = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
     expect(dockerfile).toContain(`install /out${IMAGE_DIR}`);

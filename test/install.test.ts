@@ -16,7 +16,8 @@ async function installTo(): Promise<string> {
 describe('install DIR', () => {
   it('copies the launcher, the program, the Node runtime and its C++ runtime libraries', async () => {
     const dir = await installTo();
-    expect(fs.readdirSync(dir).sort()).toEqual(['kong-db-init', 'kong-db-init.mjs', 'lib', 'node']);
+    expect(fs.readdirSync(dir).sort()).toEqual(['app', 'kong-db-init', 'lib', 'node']);
+    expect(fs.readdirSync(path.join(dir, 'app')).sort()).toEqual(['chunks', 'cli.js', 'package.json']);
     expect(fs.statSync(path.join(dir, 'kong-db-init')).mode & 0o111).not.toBe(0);
     expect(fs.readdirSync(path.join(dir, 'lib')).sort()).toEqual(['libgcc_s.so.1', 'libstdc++.so.6']);
   });
