@@ -136,6 +136,23 @@ describe('faults', () => {
     await noDuplicates(db);
   });
 
+  it('SIGTERM mid-run with a Kong that ignores it: killed after --grace-period, exit 130', async () => {
+    const db = await createDb();
+    const child = spawnCli(['migrate', '--grace-period', '1s'], db.env({ KONG_STANDIN_DELAY_MS: '60', KONG_STANDIN_IGNORE_TERM: '1' }));
+    await until(() => migrationsRun(db) >= 3, 20_000, 'Kong to be running');
+    const t = Date.now();
+    child.kill('SIGTERM');
+    const r = await child;
+    const took = Date.now() - t;
+    expect(r.exitCode).toBe(130);
+    expect(took).toBeGreaterThanOrEqual(900);
+    expect(took).toBeLessThan(5000);
+    const n = await runsCount(db);
+    await new Promise((res) => setTimeout(res, 500));
+    expect(await runsCount(db)).toBe(n);
+    expect(n).toBeLessThan(66);
+  });
+
   for (const shape of ['empty', '3.6'] as const) {
     it(`32 racing pods on ${shape === 'empty' ? 'an empty' : 'a 3.6-shaped'} database: all exit 0, exactly one ${shape === 'empty' ? 'bootstrap' : 'up'}`, async () => {
       const db = await createDb();

@@ -88,6 +88,19 @@ describe('migrate', () => {
     expect(summaryLine(r)).toMatchObject({ outcome: 'ok', state_after: 'up-to-date', actions: [] });
   });
 
+  it('KONG_PG_SCHEMA: Kong\'s tables, its lock row and our history live in that schema', async () => {
+    const db = await createDb();
+    const env = db.env({ KONG_PG_SCHEMA: 'gateway' });
+    const r = keep(await runCli(['migrate'], env));
+    expect(r.exitCode, r.stderr).toBe(0);
+    const tables = await db.query<{ t: string }>(`SELECT table_schema || '.' || table_name AS t FROM information_schema.tables WHERE table_name IN ('schema_meta', 'locks', 'kong_db_init_history') ORDER BY 1`);
+    expect(tables.rows.map((x) => x.t)).toEqual(['gateway.kong_db_init_history', 'gateway.locks', 'gateway.schema_meta']);
+    expect((await runCli(['status'], env)).exitCode).toBe(0);
+    expect((await runCli(['status'], db.env())).exitCode).toBe(3); // public is still empty
+    const again = keep(await runCli(['migrate'], env));
+    expect(summaryLine(again)).toMatchObject({ state_before: 'up-to-date', actions: [] });
+  });
+
   it('--dry-run prints the plan and changes nothing', async () => {
     const db = await createDb();
     const r = keep(await runCli(['migrate', '--dry-run'], db.env()));

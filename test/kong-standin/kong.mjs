@@ -7,6 +7,7 @@
 //   KONG_STANDIN_LOG       append one JSON line per event (start, migration run, exit) to this file
 //   KONG_STANDIN_DELAY_MS  sleep this long before each migration (to be killed mid-way)
 //   KONG_STANDIN_FAIL      "subsystem/name": that migration fails with a Postgres error
+//   KONG_STANDIN_IGNORE_TERM  ignore SIGTERM (a Kong that hangs on shutdown)
 import fs from 'node:fs';
 import crypto from 'node:crypto';
 import pg from 'pg';
@@ -22,6 +23,7 @@ const NEEDS_BOOTSTRAP =
   "using the 'kong migrations migrate-apis' command in Kong 1.5.0.\n\n";
 
 const argv = process.argv.slice(2);
+if (process.env.KONG_STANDIN_IGNORE_TERM) process.on('SIGTERM', () => {});
 const out = (s = '') => process.stdout.write(s + '\n');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
