@@ -188,7 +188,8 @@ export function describeTarget(pg: Pick<KongPg, 'host' | 'port' | 'db' | 'user'>
 // ---------------------------------------------------------------------------------------
 // Our own settings
 
-export type FinishPolicy = 'auto' | 'always' | 'never';
+export const FINISH_POLICIES = ['auto', 'always', 'never'] as const;
+export type FinishPolicy = (typeof FINISH_POLICIES)[number];
 export type Command = 'migrate' | 'wait' | 'status' | 'install' | 'post-render' | 'help' | 'version';
 
 export interface Settings {
@@ -228,7 +229,7 @@ const RUN: readonly Command[] = ['migrate', 'wait', 'status'];
 export const OPTIONS: readonly OptSpec[] = [
   { flag: '--deadline', env: 'KONG_DB_INIT_DEADLINE', type: 'duration', def: '10m', key: 'deadlineMs', commands: RUN, help: 'give up waiting (for Postgres, for Kong\'s own lock, for `wait`) after this long' },
   { flag: '--lock-timeout', env: 'KONG_DB_INIT_LOCK_TIMEOUT', type: 'duration', def: '10m', key: 'lockTimeoutMs', commands: ['migrate'], help: 'give up waiting for another pod\'s migration (our advisory lock) after this long' },
-  { flag: '--finish', env: 'KONG_DB_INIT_FINISH', type: 'enum', values: ['auto', 'always', 'never'], def: 'auto', key: 'finish', commands: ['migrate', 'status'], help: 'when to run `kong migrations finish`: auto (only before a new `up`), always, never' },
+  { flag: '--finish', env: 'KONG_DB_INIT_FINISH', type: 'enum', values: FINISH_POLICIES, def: 'auto', key: 'finish', commands: ['migrate', 'status'], help: 'when to run `kong migrations finish`: auto (only before a new `up`), always, never' },
   { flag: '--status-file', env: 'KONG_DB_INIT_STATUS_FILE', type: 'string', key: 'statusFile', commands: ['migrate', 'wait'], help: 'where to write the JSON summary (default /dev/termination-log when writable; "-" for none)' },
   { flag: '--log-format', env: 'KONG_DB_INIT_LOG_FORMAT', type: 'enum', values: ['text', 'json'], def: 'text', key: 'logFormat', commands: RUN, help: 'log line format on stderr' },
   { flag: '--dry-run', env: 'KONG_DB_INIT_DRY_RUN', type: 'bool', def: 'false', key: 'dryRun', commands: ['migrate'], help: 'print the plan and change nothing' },

@@ -64,7 +64,7 @@ export function classify(err: unknown, k: Pick<KongPg, 'host' | 'port' | 'db' | 
   if (code === '28P01') return { kind: 'fatal', reason: `${code} password authentication failed`, fix: 'check KONG_PG_USER and KONG_PG_PASSWORD (or KONG_PG_PASSWORD_FILE) against the Postgres role' };
   if (code === '28000') {
     const noEnc = /no encryption/.test(msg);
-    return { kind: 'fatal', reason: `${code} ${msg.replace(/"[^"]*"/g, (m) => m)}`, fix: noEnc ? 'the server requires TLS: set KONG_PG_SSL=on' : 'check KONG_PG_USER and the server\'s pg_hba.conf' };
+    return { kind: 'fatal', reason: `${code} ${msg}`, fix: noEnc ? 'the server requires TLS: set KONG_PG_SSL=on' : 'check KONG_PG_USER and the server\'s pg_hba.conf' };
   }
   if (code === '3D000') return { kind: 'fatal', reason: `${code} database "${k.db}" does not exist`, fix: `create the database (CREATE DATABASE ${k.db} OWNER ${k.user}) or fix KONG_PG_DATABASE` };
   if (code === '42501') return { kind: 'fatal', reason: `${code} ${msg}`, fix: `grant the role ${k.user} the privileges it needs (CONNECT, CREATE on the schema)` };

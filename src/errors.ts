@@ -12,17 +12,6 @@ export const ExitCode = {
 } as const;
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
-export const exitCodeNames: Record<number, string> = {
-  0: 'ok',
-  1: 'internal-error',
-  2: 'config-error',
-  10: 'database-error',
-  11: 'deadline',
-  12: 'lock-timeout',
-  13: 'lock-lost',
-  14: 'kong-failed',
-  130: 'interrupted',
-};
 
 /** An error that ends the run with a documented exit code and a message naming the fix. */
 export class InitError extends Error {

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { FinishPolicy } from './config.js';
+import { FINISH_POLICIES, type FinishPolicy } from './config.js';
 import { postRender, RenderError, type RenderOptions } from './render.js';
 
 declare const __KDI_VERSION__: string | undefined;
@@ -76,7 +76,7 @@ export function parsePostRenderArgs(argv: string[]): RenderOptions & { errorFile
         break;
       case '--finish': {
         const v = value();
-        if (!['auto', 'always', 'never'].includes(v)) throw new UsageError(`--finish ${JSON.stringify(v)} is invalid; use auto, always or never`);
+        if (!(FINISH_POLICIES as readonly string[]).includes(v)) throw new UsageError(`--finish ${JSON.stringify(v)} is invalid; use auto, always or never`);
         o.finish = v as FinishPolicy;
         break;
       }
