@@ -18,6 +18,20 @@ async function noDuplicates(db: TestDb) {
 async function runsCount(db: TestDb): Promise<number> {
   return Number((await db.query<{ n: string }>(`SELECT count(*) AS n FROM standin_runs`)).rows[0]!.n);
 }
+/** The Kong child is gone: no migration is recorded after a pause. Returns how many ran. */
+async function expectKongStopped(db: TestDb, pauseMs = 800): Promise<number> {
+  const n = await runsCount(db);
+  await new Promise((res) => setTimeout(res, pauseMs));
+  expect(await runsCount(db)).toBe(n);
+  return n;
+}
+/** A rerun completes a bootstrap cut short: with `up`, so the teardown migration waits for finish. */
+async function expectRerunCompletes(db: TestDb): Promise<void> {
+  const again = await runCli(['migrate'], db.env());
+  expect(again.exitCode, again.stderr).toBe(0);
+  expect(await listCode(db)).toBe(4);
+  await noDuplicates(db);
+}
 
 describe('faults', () => {
   it('holder killed (SIGKILL, whole pod) mid-bootstrap: the next migrate copes with Kong\'s leftover lock row and finishes, nothing ran twice', async () => {
@@ -103,14 +117,8 @@ describe('faults', () => {
     expect(String(r.stderr)).toMatch(/lost the advisory-lock session/);
     const h = await db.query(`SELECT outcome, exit_code FROM kong_db_init_history`);
     expect(h.rows).toEqual([{ outcome: 'failed', exit_code: 13 }]);
-    const n = await runsCount(db);
-    await new Promise((res) => setTimeout(res, 800));
-    expect(await runsCount(db)).toBe(n); // the Kong child is gone: nothing more ran
-    expect(n).toBeLessThan(66);
-    const again = await runCli(['migrate'], db.env());
-    expect(again.exitCode, again.stderr).toBe(0);
-    expect(await listCode(db)).toBe(4); // completed by `up`: the teardown migration waits for finish
-    await noDuplicates(db);
+    expect(await expectKongStopped(db)).toBeLessThan(66);
+    await expectRerunCompletes(db);
   });
 
   it('SIGTERM mid-run: Kong gets the signal, the lock is released, status says interrupted, a rerun completes', async () => {
@@ -122,18 +130,13 @@ describe('faults', () => {
     expect(r.exitCode).toBe(130);
     expect(readStatus(db)).toMatchObject({ outcome: 'interrupted', exit_code: 130 });
     const boot = standinEvents(db).find((e) => e.ev === 'bootstrap')!;
-    const n = await runsCount(db);
-    await new Promise((res) => setTimeout(res, 800));
-    expect(await runsCount(db)).toBe(n);
+    await expectKongStopped(db);
     expect(standinEvents(db).some((e) => e.pid === boot.pid && e.ev === 'exit')).toBe(false); // killed by the signal
     const h = await db.query(`SELECT outcome FROM kong_db_init_history`);
     expect(h.rows).toEqual([{ outcome: 'interrupted' }]);
     const locks = await db.query(`SELECT 1 FROM pg_locks WHERE locktype = 'advisory'`);
     expect(locks.rows).toEqual([]);
-    const again = await runCli(['migrate'], db.env());
-    expect(again.exitCode, again.stderr).toBe(0);
-    expect(await listCode(db)).toBe(4); // completed by `up`: the teardown migration waits for finish
-    await noDuplicates(db);
+    await expectRerunCompletes(db);
   });
 
   it('SIGTERM mid-run with a Kong that ignores it: killed after --grace-period, exit 130', async () => {
@@ -147,10 +150,7 @@ describe('faults', () => {
     expect(r.exitCode).toBe(130);
     expect(took).toBeGreaterThanOrEqual(900);
     expect(took).toBeLessThan(5000);
-    const n = await runsCount(db);
-    await new Promise((res) => setTimeout(res, 500));
-    expect(await runsCount(db)).toBe(n);
-    expect(n).toBeLessThan(66);
+    expect(await expectKongStopped(db, 500)).toBeLessThan(66);
   });
 
   for (const shape of ['empty', '3.6'] as const) {
