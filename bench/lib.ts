@@ -1,4 +1,4 @@
-/** Shared helpers for the benchmarks: a real Postgres, per-pod environments, statistics. */
+/** Shared helpers for the benchmarks: a real Postgres, per-pod environments, Kong process counts, statistics. */
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -14,15 +14,50 @@ export const percentile = (xs: number[], p: number): number => {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
 };
 
-/** Environment of one pod: its own stand-in log so that its first Kong command can be timed. */
+/** The Kong under test: `--kong-bin` (bench/run.ts sets KDI_BENCH_KONG_BIN), else the stand-in. */
+export function kongBin(): string {
+  return process.env.KDI_BENCH_KONG_BIN ?? path.join(STANDIN_BIN, 'kong');
+}
+
+/**
+ * A `kong` first on PATH that logs each start (epoch ms and arguments) to KDI_BENCH_KONG_LOG, then
+ * execs the Kong under test: Kong processes per pod are counted the same way for the stand-in
+ * and a real Kong, for ours and for the stock loops alike.
+ */
+function countingKong(db: TestDb): string {
+  const dir = path.join(db.dir, 'counting-bin');
+  const f = path.join(dir, 'kong');
+  if (!fs.existsSync(f)) {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(f, `#!/bin/sh\nprintf '%s %s\\n' "$(date +%s%3N)" "$*" >> "$KDI_BENCH_KONG_LOG"\nexec '${kongBin().replace(/'/g, `'\\''`)}' "$@"\n`, { mode: 0o755 });
+  }
+  return dir;
+}
+
+/** Environment of one pod: its own Kong start log, so that its Kong processes can be counted and timed. */
 export function podEnv(db: TestDb, pod: number, extra: Record<string, string> = {}): Record<string, string> {
-  return db.env({ KONG_STANDIN_LOG: path.join(db.dir, `pod-${pod}.log`), KONG_DB_INIT_STATUS_FILE: '-', POD_NAME: `pod-${pod}`, ...extra });
+  const base = db.env();
+  return db.env({
+    PATH: `${countingKong(db)}:${base.PATH}`,
+    KDI_BENCH_KONG_LOG: path.join(db.dir, `pod-${pod}.kong`),
+    KONG_DB_INIT_STATUS_FILE: '-',
+    POD_NAME: `pod-${pod}`,
+    ...extra,
+  });
+}
+
+/** Kong starts of one pod: epoch ms and arguments. */
+export function kongStarts(db: TestDb, pod: number): Array<{ t: number; args: string }> {
+  const f = path.join(db.dir, `pod-${pod}.kong`);
+  if (!fs.existsSync(f)) return [];
+  return fs.readFileSync(f, 'utf8').trim().split('\n').filter(Boolean).map((l) => {
+    const i = l.indexOf(' ');
+    return { t: Number(l.slice(0, i)), args: l.slice(i + 1) };
+  });
 }
 
 export function firstKongEventAt(db: TestDb, pod: number, notBefore = 0): number | undefined {
-  const f = path.join(db.dir, `pod-${pod}.log`);
-  if (!fs.existsSync(f)) return undefined;
-  const ts = fs.readFileSync(f, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { ev: string; t: number }).filter((e) => e.ev === 'start' && e.t >= notBefore).map((e) => e.t);
+  const ts = kongStarts(db, pod).map((e) => e.t).filter((t) => t >= notBefore);
   return ts.length ? Math.min(...ts) : undefined;
 }
 
@@ -31,5 +66,5 @@ export function ourMigrate(env: Record<string, string>, args: string[] = []) {
 }
 
 export function rawKong(env: Record<string, string>, args: string[]) {
-  return execa(path.join(STANDIN_BIN, 'kong'), args, { env, extendEnv: false, reject: false });
+  return execa('kong', args, { env, extendEnv: false, reject: false });
 }

@@ -5,7 +5,7 @@
 import { execa, type ResultPromise } from 'execa';
 import pg from 'pg';
 import { embeddedServer } from '../test/helpers/embedded.js';
-import { createDb, KONG_PASSWORD, STANDIN_BIN } from '../test/helpers/harness.js';
+import { createDb, KONG_PASSWORD } from '../test/helpers/harness.js';
 import { CLI } from '../test/helpers/harness.js';
 import { firstKongEventAt, percentile, podEnv } from './lib.js';
 
@@ -46,7 +46,7 @@ export async function readyBench(delays = [3, 10], pods = 8): Promise<ReadyRow[]
       const server = await embeddedServer({ password: KONG_PASSWORD, started: false });
       const db = await createDb();
       const envs = Array.from({ length: pods }, (_, i) =>
-        podEnv(db, i, { KONG_PG_HOST: '127.0.0.1', KONG_PG_PORT: String(server.port), KONG_PG_USER: 'postgres', KONG_PG_DATABASE: 'postgres', PATH: `${STANDIN_BIN}:${process.env.PATH}` }),
+        podEnv(db, i, { KONG_PG_HOST: '127.0.0.1', KONG_PG_PORT: String(server.port), KONG_PG_USER: 'postgres', KONG_PG_DATABASE: 'postgres' }),
       );
       const children: ResultPromise[] = envs.map((env) =>
         variant.startsWith('kong-db-init')

@@ -2,9 +2,9 @@
 /** Command-line entry point: parse settings, install signal handlers, dispatch, set the exit code. */
 import fs from 'node:fs';
 import { loadKongConfig, OPTIONS, parseSettings, type Command, type Env, type Settings } from './config.js';
-import { ExitCode, isInitError } from './errors.js';
+import { ExitCode, exitCodeSummary, isInitError } from './errors.js';
 import { addSecret, createLogger, redact } from './log.js';
-import { migrate, status, waitReady, type RunContext } from './migrate.js';
+import type { RunContext } from './migrate.js';
 
 declare const __KDI_VERSION__: string | undefined;
 
@@ -25,6 +25,8 @@ const COMMAND_HELP: Record<string, string> = {
   status: 'print the schema state, the plan and recent history; exit status mirrors `kong migrations list`',
   install: 'install DIR: copy this program (with its Node runtime) into DIR, for use inside the Kong image',
   'post-render': 'Helm post-renderer: read rendered manifests on stdin, write them with our init container on stdout',
+  values: 'read a rendered Kong release on stdin, write the values overlay that adds the same init containers (Argo CD, Flux); --check FILE',
+  finish: 'run `kong migrations finish` once every Kong workload on the database has completed its rollout (the injected sidecar; `finish --help`)',
 };
 
 export function helpText(cmd?: Command): string {
@@ -46,11 +48,12 @@ ${optLines.join('\n')}
 
 Postgres settings are Kong's own: KONG_DATABASE, KONG_PG_HOST, KONG_PG_PORT, KONG_PG_USER,
 KONG_PG_PASSWORD (or KONG_PG_PASSWORD_FILE), KONG_PG_DATABASE, KONG_PG_SCHEMA, KONG_PG_TIMEOUT,
-KONG_PG_SSL, KONG_PG_SSL_VERIFY, KONG_LUA_SSL_TRUSTED_CERTIFICATE, and kong.conf (--conf).
+KONG_PG_SSL, KONG_PG_SSL_VERIFY, KONG_PG_SSL_REQUIRED, KONG_PG_SSL_CERT, KONG_PG_SSL_CERT_KEY,
+KONG_LUA_SSL_TRUSTED_CERTIFICATE, KONG_PG_USER_FILE, KONG_PG_DATABASE_FILE, and kong.conf (--conf).
+Values may be {vault://env/NAME} references (Kong's env vault).
 
-Exit codes: 0 ok; 1 internal error; 2 usage or configuration error; 10 database error that
-retrying cannot fix; 11 deadline reached; 12 lock timeout; 13 lock lost; 14 Kong migration
-failed; 130 interrupted. \`status\` exits like \`kong migrations list\` (0, 3, 4, 5).
+Exit codes: ${exitCodeSummary()}.
+\`status\` exits like \`kong migrations list\` (0, 3, 4, 5).
 `;
 }
 
@@ -60,11 +63,21 @@ const realFiles = {
 };
 
 export async function main(argv: string[], env: Env): Promise<number> {
+  if (argv[0] === 'finish') {
+    // finish has flags of its own besides migrate's (see src/finish.ts)
+    const { finishMain } = await import('./finish.js');
+    return finishMain(argv.slice(1), env, toolVersion());
+  }
   const pr = argv.indexOf('post-render');
   if (pr >= 0 && argv.slice(0, pr).every((a) => a.startsWith('-') && a !== '--help' && a !== '-h')) {
     // the post-renderer has flags of its own (passed by Helm with --post-renderer-args)
     const { postRenderMain } = await import('./post-render.js');
     return postRenderMain(argv.slice(pr + 1), env);
+  }
+  if (argv[0] === 'values') {
+    // flags of its own, shared with post-render (src/render-args.ts)
+    const { valuesMain } = await import('./values-cli.js');
+    return valuesMain(argv.slice(1), env);
   }
   let settings: Settings & { helpFor?: Command };
   try {
@@ -106,6 +119,8 @@ export async function main(argv: string[], env: Env): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   const ctx: RunContext = { settings, kong, env, log, signal: ctl.signal, toolVersion: toolVersion() };
+  // loaded only for the commands that use it, so that post-render/values/install start lighter
+  const { migrate, status, waitReady } = await import('./migrate.js');
   switch (settings.command) {
     case 'migrate':
       return migrate(ctx);

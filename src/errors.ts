@@ -1,4 +1,4 @@
-/** Exit codes of kong-db-init. Documented in README.md; keep both in step. */
+/** Every way a run can end: exit codes (documented in README.md; keep both in step) and the errors that carry them. */
 export const ExitCode = {
   OK: 0,
   INTERNAL: 1,
@@ -8,10 +8,27 @@ export const ExitCode = {
   LOCK_TIMEOUT: 12,
   LOCK_LOST: 13,
   KONG_FAILED: 14,
+  DB_LOST: 15,
   INTERRUPTED: 130,
 } as const;
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
+/** One short meaning per exit code: the source of `--help` and docs/errors.md (the README table says more). */
+export const EXIT_CODE_MEANINGS: ReadonlyArray<readonly [ExitCodeValue, string]> = [
+  [ExitCode.OK, 'ok'],
+  [ExitCode.INTERNAL, 'internal error (a bug)'],
+  [ExitCode.CONFIG, 'usage or configuration error'],
+  [ExitCode.DB_FATAL, 'database error that retrying cannot fix'],
+  [ExitCode.DEADLINE, 'deadline reached'],
+  [ExitCode.LOCK_TIMEOUT, 'lock timeout'],
+  [ExitCode.LOCK_LOST, 'lock not held (pooler, or not regained)'],
+  [ExitCode.KONG_FAILED, 'Kong migration failed'],
+  [ExitCode.DB_LOST, 'connection to Postgres lost and not regained'],
+  [ExitCode.INTERRUPTED, 'interrupted'],
+];
+
+/** "0 ok; 1 internal error (a bug); ..." */
+export const exitCodeSummary = (): string => EXIT_CODE_MEANINGS.map(([c, m]) => `${c} ${m}`).join('; ');
 
 /** An error that ends the run with a documented exit code and a message naming the fix. */
 export class InitError extends Error {
@@ -29,4 +46,12 @@ export const configError = (message: string): InitError => new InitError(ExitCod
 
 export function isInitError(e: unknown): e is InitError {
   return e instanceof InitError;
+}
+
+/** A signal (SIGTERM/SIGINT) ended the run; `detail` says what happened to a running Kong step. */
+export class Interrupted extends Error {
+  constructor(readonly detail?: string) {
+    super(detail ? `interrupted by a signal: ${detail}` : 'interrupted');
+    this.name = 'Interrupted';
+  }
 }

@@ -3,6 +3,7 @@
  * the C++ runtime libraries that Node links against) into DIR, with a launcher that needs nothing
  * from the environment. Used by the init container that fills the emptyDir shared with the Kong
  * image. Layout: DIR/kong-db-init (launcher), DIR/node, DIR/app/cli.js (+ chunks/), DIR/lib/.
+ * Installing over an earlier copy replaces every file and removes chunks the new bundle lacks.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -26,24 +27,53 @@ fi
 exec "$d/node" "$d/app/cli.js" "$@"
 `;
 
+const RUNTIME_LIB = /^(libstdc\+\+\.so\.6[.\d]*|libgcc_s\.so\.1)$/;
+
 /** Shared libraries of the running process that another glibc image may lack. */
 export function runtimeLibraries(maps: string): string[] {
   const libs = new Set<string>();
   for (const line of maps.split('\n')) {
     const p = line.trim().split(/\s+/).at(-1) ?? '';
-    if (/\/(libstdc\+\+\.so\.6[.\d]*|libgcc_s\.so\.1)$/.test(p)) libs.add(p);
+    if (p.startsWith('/') && RUNTIME_LIB.test(path.basename(p))) libs.add(p);
   }
   return [...libs];
+}
+
+/** The name the loader asks for (maps lists libstdc++.so.6.0.30, the loader wants libstdc++.so.6). */
+export const soname = (lib: string): string => path.basename(lib).replace(/^(libstdc\+\+\.so\.6)[.\d]*$/, '$1');
+
+/**
+ * Which C++ runtime to ship: an installed copy (node next to lib/, as in the image) ships its own
+ * lib/ (chosen for an old glibc floor), else the libraries the running node has loaded.
+ */
+export function libraryPlan(execDir: string, ownLib: string[] | undefined, maps: string | undefined): string[] {
+  const own = (ownLib ?? []).filter((f) => RUNTIME_LIB.test(f)).sort();
+  if (own.some((f) => soname(f) === 'libstdc++.so.6')) return own.map((f) => path.join(execDir, 'lib', f));
+  return maps ? runtimeLibraries(maps).sort((a, b) => path.basename(a).localeCompare(path.basename(b))) : [];
+}
+
+/** Chunk files in an earlier install that the new bundle does not have. */
+export function staleChunks(installed: string[], incoming: string[]): string[] {
+  const keep = new Set(incoming);
+  return installed.filter((f) => !keep.has(f));
 }
 
 /** Copy the bundle (cli.js and its chunks/) and mark it as ES modules. */
 function copyProgram(from: string, to: string, top = true): void {
   fs.mkdirSync(to, { recursive: true });
+  const incoming: string[] = [];
   for (const e of fs.readdirSync(from, { withFileTypes: true })) {
     if (e.isDirectory() && e.name === 'chunks') copyProgram(path.join(from, e.name), path.join(to, e.name), false);
-    else if (e.isFile() && e.name.endsWith('.js')) copyExecutable(path.join(from, e.name), path.join(to, e.name), 0o644);
+    else if (e.isFile() && e.name.endsWith('.js')) {
+      copyExecutable(path.join(from, e.name), path.join(to, e.name), 0o644);
+      incoming.push(e.name);
+    }
   }
-  if (top) fs.writeFileSync(path.join(to, 'package.json'), '{ "type": "module" }\n');
+  if (top) writeAtomic(path.join(to, 'package.json'), '{ "type": "module" }\n', 0o644);
+  else {
+    const installed = fs.readdirSync(to).filter((f) => f.endsWith('.js'));
+    for (const f of staleChunks(installed, incoming)) fs.rmSync(path.join(to, f), { force: true });
+  }
 }
 
 function copyExecutable(src: string, dest: string, mode: number): void {
@@ -51,6 +81,21 @@ function copyExecutable(src: string, dest: string, mode: number): void {
   fs.copyFileSync(src, tmp);
   fs.chmodSync(tmp, mode);
   fs.renameSync(tmp, dest);
+}
+
+function writeAtomic(dest: string, text: string, mode: number): void {
+  const tmp = `${dest}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, text, { mode });
+  fs.chmodSync(tmp, mode);
+  fs.renameSync(tmp, dest);
+}
+
+function readdirOrUndefined(dir: string): string[] | undefined {
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return undefined;
+  }
 }
 
 export async function installMain(args: string[]): Promise<number> {
@@ -73,16 +118,15 @@ export async function installMain(args: string[]): Promise<number> {
     return 2;
   }
   try {
-    const libs = fs.existsSync('/proc/self/maps') ? runtimeLibraries(fs.readFileSync('/proc/self/maps', 'utf8')) : [];
+    const execDir = path.dirname(process.execPath);
+    const maps = fs.existsSync('/proc/self/maps') ? fs.readFileSync('/proc/self/maps', 'utf8') : undefined;
+    const libs = libraryPlan(execDir, readdirOrUndefined(path.join(execDir, 'lib')), maps);
     if (libs.length) fs.mkdirSync(path.join(dir, 'lib'), { recursive: true });
-    // copied under their sonames (maps lists libstdc++.so.6.0.30, the loader asks for libstdc++.so.6)
-    const soname = (l: string) => path.basename(l).replace(/^(libstdc\+\+\.so\.6)[.\d]*$/, '$1');
     for (const l of libs) copyExecutable(fs.realpathSync(l), path.join(dir, 'lib', soname(l)), 0o755);
     copyExecutable(process.execPath, path.join(dir, 'node'), 0o755);
     copyProgram(programDir, path.join(dir, 'app'));
+    writeAtomic(path.join(dir, 'kong-db-init'), LAUNCHER, 0o755);
     const launcher = path.join(dir, 'kong-db-init');
-    fs.writeFileSync(`${launcher}.tmp-${process.pid}`, LAUNCHER, { mode: 0o755 });
-    fs.renameSync(`${launcher}.tmp-${process.pid}`, launcher);
     process.stderr.write(`kong-db-init install: installed into ${dir} (node ${process.version}${libs.length ? `, ${libs.map(soname).join(', ')}` : ''}); run ${launcher} migrate\n`);
     return 0;
   } catch (e) {

@@ -5,9 +5,11 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { execa } from 'execa';
 import type { Env, KongPg } from './config.js';
-import { ExitCode, InitError } from './errors.js';
+import { ExitCode, InitError, Interrupted } from './errors.js';
 import type { Logger } from './log.js';
-import type { Migrations, SchemaState } from './plan.js';
+import { scrub } from './secrets.js';
+import type { Migrations, SchemaState, StepFacts } from './plan.js';
+import { groupAlive, stopGroup } from './process-group.js';
 
 export const NOT_LEADER = 'aborted: another node is performing database changes';
 /**
@@ -50,6 +52,10 @@ export interface KongResult {
   stderr: string;
   durationMs: number;
   signal?: string;
+  /** We stopped Kong's process group (after a signal and the grace period): the step was cut. */
+  killed?: boolean;
+  /** A signal arrived while the step ran and the step finished on its own within the grace period. */
+  finishedAfterSignal?: boolean;
 }
 
 export interface KongRunnerOptions {
@@ -57,19 +63,49 @@ export interface KongRunnerOptions {
   kong: KongPg;
   env: Env;
   log: Logger;
+  /** After SIGTERM, how long a running migration step may go on before its group is stopped. */
   graceMs: number;
   /** Extra arguments for every `kong migrations` call (timeouts). */
   migrationArgs?: string[];
 }
 
-/** Environment for the Kong child: ours, with the resolved password and a private prefix. */
+/** After SIGTERM to Kong's group, SIGKILL follows this much later. */
+export const KILL_AFTER_MS = 1000;
+
+/**
+ * Listeners a migration never opens. Preparing a fresh prefix makes TLS keys for every SSL
+ * listener (real Kong 3.7.1: `list` 1.53 s in a new prefix, 0.40-0.46 s with these off).
+ * `kong migrations` reads only the database settings: kong/cmd/migrations.lua `execute` loads the
+ * configuration (where `off` is a valid value for every listener), builds DB.new(conf), inits the
+ * connector and reads the schema state; no migration opens or reads a listener.
+ */
+export const LISTENERS_OFF: Record<string, string> = {
+  KONG_PROXY_LISTEN: 'off',
+  KONG_ADMIN_LISTEN: 'off',
+  KONG_ADMIN_GUI_LISTEN: 'off',
+  KONG_STATUS_LISTEN: 'off',
+  KONG_STREAM_LISTEN: 'off',
+};
+
+/** Environment for the Kong child: ours, with the resolved password, a private prefix, no listeners. */
 export function childEnv(env: Env, k: KongPg, prefix: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [key, v] of Object.entries(env)) if (v !== undefined) out[key] = v;
-  delete out.KONG_PG_PASSWORD_FILE;
+  for (const [name, v] of Object.entries(k.fromFiles ?? {})) out[name] = v; // read from *_FILE, like the Kong image's entrypoint
+  for (const name of Object.keys(out)) if (/^KONG_PG_(PASSWORD|USER|DATABASE)_FILE$/.test(name)) delete out[name];
   if (k.password !== undefined) out.KONG_PG_PASSWORD = k.password;
+  Object.assign(out, LISTENERS_OFF);
   out.KONG_PREFIX = prefix;
   return out;
+}
+
+/** Facts from a step's output, in Kong's words (plan.ts `classifyStep` decides from them). */
+export function readStepOutput(r: Pick<KongResult, 'stdout' | 'stderr'>): StepFacts {
+  return {
+    notLeader: `${r.stdout}\n${r.stderr}`.includes(NOT_LEADER),
+    lockWaitTimedOut: KONG_LOCK_WAIT_TIMEOUT.test(r.stderr),
+    raceError: RACE_ERRORS.some((re) => re.test(r.stderr)),
+  };
 }
 
 export class KongCli {
@@ -86,8 +122,12 @@ export class KongCli {
     this.prefix = undefined;
   }
 
-  /** Run `kong <args>`; stream its output into our log; never through a shell. */
-  async run(args: string[], opts: { signal?: AbortSignal; quiet?: boolean } = {}): Promise<KongResult> {
+  /**
+   * Run `kong <args>` in a process group of its own; stream its output into our log; never
+   * through a shell. When `signal` aborts, the group gets `graceMs` to finish on its own, then
+   * SIGTERM and SIGKILL. Returns only when no process of the group is left.
+   */
+  async run(args: string[], opts: { signal?: AbortSignal; quiet?: boolean; graceMs?: number } = {}): Promise<KongResult> {
     const start = Date.now();
     const confArgs = this.o.kong.confExplicit && this.o.kong.confPath ? ['-c', this.o.kong.confPath] : [];
     const fullArgs = [...args, ...confArgs];
@@ -96,8 +136,7 @@ export class KongCli {
       extendEnv: false,
       reject: false,
       stdin: 'ignore',
-      cancelSignal: opts.signal,
-      forceKillAfterDelay: this.o.graceMs,
+      detached: true,
       cwd: this.getPrefix(),
     });
     const cmd = `kong ${args.filter((a, i) => !a.startsWith('--') && !args[i - 1]?.startsWith('--')).join(' ')}`;
@@ -105,11 +144,39 @@ export class KongCli {
       for (const [stream, level] of [[child.stdout, 'info'], [child.stderr, 'warn']] as const) {
         if (!stream) continue;
         readline.createInterface({ input: stream }).on('line', (line) => {
-          if (line.trim() !== '') this.o.log[level === 'info' ? 'info' : 'warn'](`[${cmd}] ${line}`);
+          if (line.trim() !== '') this.o.log[level === 'info' ? 'info' : 'warn'](`[${cmd}] ${scrub(line)}`); // Kong's text: scrubbed before it is stored
         });
       }
     }
+    const pgid = child.pid;
+    let signalledAt: number | undefined;
+    let stopping: Promise<boolean> | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = () => {
+      signalledAt = Date.now();
+      const grace = opts.graceMs ?? 0;
+      if (grace > 0 && !opts.quiet) this.o.log.warn(`letting ${cmd} finish (up to --grace-period ${Math.round(grace / 100) / 10} s)`);
+      timer = setTimeout(() => {
+        if (pgid === undefined) return;
+        if (grace > 0) this.o.log.warn(`${cmd} still runs after --grace-period: stopping its process group`, { pgid });
+        stopping = stopGroup(pgid, KILL_AFTER_MS);
+      }, grace);
+    };
+    if (opts.signal?.aborted) onAbort();
+    else opts.signal?.addEventListener('abort', onAbort, { once: true });
     const r = await child;
+    // an orphaned worker (the spawned process died, the rest of the chain did not) keeps
+    // migrating: never return while a process of the group runs; the abort timer stays armed
+    let waitedOrphans = false;
+    while (pgid !== undefined && !stopping && groupAlive(pgid)) {
+      if (!waitedOrphans) this.o.log.warn(`${cmd} exited but processes of its group still run; waiting for them`, { pgid });
+      waitedOrphans = true;
+      await new Promise((res) => setTimeout(res, 25));
+    }
+    const killed = stopping !== undefined;
+    if (stopping && !(await stopping)) this.o.log.error(`a process of ${cmd}'s group did not stop after SIGKILL`, { pgid });
+    clearTimeout(timer);
+    opts.signal?.removeEventListener('abort', onAbort);
     const cause = (r as unknown as { cause?: NodeJS.ErrnoException }).cause;
     const code = cause?.code;
     if (code === 'ENOENT') {
@@ -120,21 +187,23 @@ export class KongCli {
     }
     return {
       exitCode: typeof r.exitCode === 'number' ? r.exitCode : 1,
-      stdout: String(r.stdout ?? ''),
-      stderr: String(r.stderr ?? ''),
+      stdout: scrub(String(r.stdout ?? '')),
+      stderr: scrub(String(r.stderr ?? '')),
       durationMs: Date.now() - start,
       signal: r.signal ?? undefined,
+      killed,
+      finishedAfterSignal: signalledAt !== undefined && !killed,
     };
   }
 
   /** `kong migrations <action>` with our --db-timeout/--lock-timeout, output streamed into the log. */
   migrations(action: 'bootstrap' | 'up' | 'finish', signal?: AbortSignal): Promise<KongResult> {
-    return this.run(['migrations', action, ...(this.o.migrationArgs ?? [])], { signal });
+    return this.run(['migrations', action, ...(this.o.migrationArgs ?? [])], { signal, graceMs: this.o.graceMs });
   }
 
   async list(signal?: AbortSignal): Promise<SchemaState> {
     const r = await this.run(['migrations', 'list', ...(this.o.migrationArgs ?? [])], { signal, quiet: true });
-    if (signal?.aborted) throw new InitError(ExitCode.INTERRUPTED, 'interrupted');
+    if (signal?.aborted) throw new Interrupted();
     try {
       return parseList(r.exitCode, r.stdout, r.stderr);
     } catch (e) {

@@ -1,24 +1,19 @@
-/** Structured logging (text or JSON lines on stderr) with secret redaction applied to every line. */
+/**
+ * Structured logging (text or JSON lines on stderr). Secrets are kept out by structure: the
+ * message and every string field are scrubbed (src/secrets.ts) before the line is formatted, so
+ * nothing is ever redacted in JSON-encoded or truncated text.
+ */
+import { addSecret, scrub, scrubDeep } from './secrets.js';
+
 export type LogFormat = 'text' | 'json';
 export type Level = 'debug' | 'info' | 'warn' | 'error';
 export type Fields = Record<string, unknown>;
 
-const secrets = new Set<string>();
+export { addSecret };
 
-/** Register a value that must never be printed. Short values are ignored to avoid mangling output. */
-export function addSecret(value: string | undefined): void {
-  if (value && value.length >= 1) secrets.add(value);
-}
-
-const URL_PASSWORD = /\b([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]+:)([^@/\s]+)@/gi;
-
-/** Remove every registered secret and any password embedded in a URL. */
+/** Scrub one text (kept for callers that print text themselves, e.g. a crash's stack). */
 export function redact(text: string): string {
-  let out = text.replace(URL_PASSWORD, '$1***@');
-  for (const s of [...secrets].sort((a, b) => b.length - a.length)) {
-    if (out.includes(s)) out = out.split(s).join('***');
-  }
-  return out;
+  return scrub(text);
 }
 
 export interface Logger {
@@ -26,7 +21,7 @@ export interface Logger {
   info(msg: string, fields?: Fields): void;
   warn(msg: string, fields?: Fields): void;
   error(msg: string, fields?: Fields): void;
-  /** A line printed as is (after redaction) on stdout: the final summary. */
+  /** A line printed as is on stdout (the final summary): build it from scrubbed values. */
   result(line: string): void;
   readonly format: LogFormat;
 }
@@ -49,8 +44,10 @@ export function createLogger(opts: LoggerOptions): Logger {
   const write = opts.write ?? ((line: string) => process.stderr.write(line + '\n'));
   const writeOut = opts.writeOut ?? ((line: string) => process.stdout.write(line + '\n'));
   const now = opts.now ?? (() => new Date());
-  const emit = (level: Level, msg: string, fields?: Fields) => {
+  const emit = (level: Level, rawMsg: string, rawFields?: Fields) => {
     if (level === 'debug' && !opts.verbose) return;
+    const msg = scrub(rawMsg, false); // outside text in it was scrubbed when it came in
+    const fields = rawFields ? scrubDeep(rawFields) : undefined;
     let line: string;
     if (opts.format === 'json') {
       line = JSON.stringify({ time: now().toISOString(), level, msg, ...fields });
@@ -63,7 +60,7 @@ export function createLogger(opts: LoggerOptions): Logger {
         : '';
       line = `${now().toISOString()} ${level.toUpperCase().padEnd(5)} ${msg}${kv}`;
     }
-    write(redact(line));
+    write(line);
   };
   return {
     format: opts.format,
@@ -71,6 +68,6 @@ export function createLogger(opts: LoggerOptions): Logger {
     info: (m, f) => emit('info', m, f),
     warn: (m, f) => emit('warn', m, f),
     error: (m, f) => emit('error', m, f),
-    result: (line) => writeOut(redact(line)),
+    result: (line) => writeOut(line),
   };
 }

@@ -2,14 +2,17 @@
 import type pg from 'pg';
 import type { Env, KongPg, Settings } from './config.js';
 import { describeTarget } from './config.js';
-import { clientConfig, connectChecked, quoteIdent } from './db.js';
-import { ExitCode, InitError, isInitError } from './errors.js';
-import { KONG_LOCK_WAIT_TIMEOUT, KongCli, NOT_LEADER, RACE_ERRORS, lastLines } from './kong.js';
-import { AdvisoryLock, lockKey, type Holder } from './lock.js';
+import { classify, closeClient, clientConfig, connectChecked, dbFailure, isDbError } from './db.js';
+import { ExitCode, InitError, Interrupted, isInitError } from './errors.js';
+import { KongCli } from './kong.js';
+import { kongIdentity } from './identity.js';
+import { kongLockRow, recordVerified, schemaFingerprint, verifiedState } from './kong-tables.js';
+import { AdvisoryLock, acquire, holderOf, lockKey, type AcquireOptions, type Holder } from './lock.js';
 import type { Logger } from './log.js';
-import { decide, fingerprint, kongStartAccepts, stateName, type Action, type SchemaState } from './plan.js';
-import { podName, readHistory, recordHistory, serializeSummary, terminationPath, writeTerminationMessage, type Summary } from './status.js';
-import { Interrupted, backoffDelay, sleep, waitForPostgres } from './wait.js';
+import { decide, fingerprint, kongStartAccepts, planOrRefuse, stateName, type SchemaState } from './plan.js';
+import { formatStatus, podName, readHistory, recordHistory, serializeSummary, terminationPath, writeTerminationMessage, type Summary } from './status.js';
+import { runStep, type StepContext } from './step.js';
+import { backoffDelay, sleep, waitForPostgres, type WaitResult } from './wait.js';
 
 export interface RunContext {
   settings: Settings;
@@ -52,45 +55,6 @@ function describeHolder(h: Holder | null): Record<string, unknown> {
   return { holder_pid: h.pid, holder_app: h.application_name, holder_addr: h.client_addr ?? 'local', holder_since: h.since };
 }
 
-interface KongLockRow {
-  owner: string;
-  ttl: string;
-  ms_left: number;
-}
-
-async function kongLockRow(c: pg.Client | undefined, schema: string | undefined): Promise<KongLockRow | undefined> {
-  if (!c) return undefined;
-  try {
-    const t = schema ? `${quoteIdent(schema)}.locks` : 'locks';
-    const r = await c.query<KongLockRow>(
-      `SELECT owner, ttl::text, GREATEST(0, EXTRACT(EPOCH FROM (ttl - now())) * 1000)::float8 AS ms_left FROM ${t} WHERE key = 'migrations'`,
-    );
-    return r.rows[0];
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * A cheap fingerprint of Kong's `schema_meta` rows, read with SQL: `kong migrations list` is a pure
- * function of these rows (for one Kong installation), so an unchanged fingerprint means an
- * unchanged state and saves starting Kong. `absent` (no schema_meta in Kong's schema) means
- * "needs bootstrap" for every Kong version, exactly as Kong decides it.
- */
-async function schemaFingerprint(c: pg.Client, schema: string | undefined): Promise<string> {
-  const t = await c.query<{ s: string }>(
-    `SELECT table_schema AS s FROM information_schema.tables WHERE table_schema = COALESCE($1, current_schema()) AND table_name = 'schema_meta'`,
-    [schema ?? null],
-  );
-  const s = t.rows[0]?.s;
-  if (!s) return 'absent';
-  const r = await c.query<{ h: string }>(
-    `SELECT md5(COALESCE(string_agg(subsystem || ':' || COALESCE(last_executed, '') || ':' || COALESCE(array_to_string(executed, ','), '') || ':' ||
-            COALESCE(array_to_string(pending, ','), ''), ';' ORDER BY subsystem), '')) AS h FROM ${quoteIdent(s)}.schema_meta WHERE key = 'schema_meta'`,
-  );
-  return r.rows[0]?.h ?? 'empty';
-}
-
 const NEEDS_BOOTSTRAP: SchemaState = { code: 3, executed: {}, pending: {}, new: {} };
 
 /** Finish a run: summary line on stdout, termination message, exit code. */
@@ -109,17 +73,20 @@ function finishRun(ctx: RunContext, s: Summary, started: number): number {
   return s.exit_code;
 }
 
-function fail(s: Summary, e: unknown): void {
-  if (e instanceof Interrupted || (isInitError(e) && e.exitCode === ExitCode.INTERRUPTED)) {
+/** The one place that maps how a run ended to its outcome and exit code (never 1 for a Postgres error). */
+function fail(s: Summary, e: unknown, k: KongPg): void {
+  if (e instanceof Interrupted) {
     s.outcome = 'interrupted';
     s.exit_code = ExitCode.INTERRUPTED;
-    s.error = 'interrupted by a signal';
-  } else if (isInitError(e)) {
-    s.outcome = 'failed';
-    s.exit_code = e.exitCode;
-    s.error = e.message;
+    s.error = e.message === 'interrupted' ? 'interrupted by a signal' : e.message;
+    return;
+  }
+  const err = isInitError(e) ? e : isDbError(e) ? dbFailure(e, k, 'a query of ours') : undefined;
+  s.outcome = 'failed';
+  if (err) {
+    s.exit_code = err.exitCode;
+    s.error = err.message;
   } else {
-    s.outcome = 'failed';
     s.exit_code = ExitCode.INTERNAL;
     s.error = `internal error: ${(e as Error)?.stack ?? String(e)}`;
   }
@@ -134,6 +101,174 @@ function skipDbLess(ctx: RunContext, s: Summary, started: number, what: string):
   return finishRun(ctx, s, started);
 }
 
+/**
+ * Our connections: `main` (reads) and the lock session (the same connection unless --lock-host or
+ * --lock-port points it elsewhere, e.g. past a pooler). Reconnects within the deadline when the
+ * database goes away while we wait for the lock, and re-takes the lock on a new session when the
+ * old one died while Kong ran.
+ */
+class Sessions {
+  main: pg.Client | undefined;
+  lockClient: pg.Client | undefined;
+  lock: AdvisoryLock | undefined;
+  /** The lock was held at some point (a signal before that exits at once, without history). */
+  everHeld = false;
+
+  constructor(
+    private readonly ctx: RunContext,
+    private readonly deadline: number,
+  ) {}
+
+  private get separateLockHost(): boolean {
+    return Boolean(this.ctx.settings.lockHost || this.ctx.settings.lockPort);
+  }
+
+  async connectMain(): Promise<WaitResult> {
+    const { kong: k, log, signal } = this.ctx;
+    const w = await waitForPostgres(k, { deadline: this.deadline, log, signal });
+    this.main = w.client;
+    return w;
+  }
+
+  private async newLock(): Promise<AdvisoryLock> {
+    const { settings: st, kong: k, log, signal } = this.ctx;
+    this.lockClient = this.separateLockHost
+      ? (await waitForPostgres(k, { deadline: this.deadline, log, signal, override: { host: st.lockHost, port: st.lockPort }, what: 'lock session' })).client
+      : this.main!;
+    const target = describeTarget({ ...k, host: st.lockHost ?? k.host, port: st.lockPort ?? k.port });
+    const lock = new AdvisoryLock(this.lockClient, lockKey(k.db, k.schema), target);
+    lock.onLost((reason) => log.warn('the advisory-lock session was lost; a running Kong step goes on (Kong\'s own locks row protects it), then the lock is taken again', { reason }));
+    this.lock = lock;
+    return lock;
+  }
+
+  /** Close every session at once (a stalled one is not waited for). */
+  async reset(): Promise<void> {
+    const all = new Set([this.main, this.lockClient]);
+    this.main = this.lockClient = undefined;
+    this.lock = undefined;
+    await Promise.all([...all].map((c) => closeClient(c)));
+  }
+
+  /** Take the lock within `timeoutMs`; a connection lost while waiting is re-made within the deadline. */
+  async take(timeoutMs: number, onHolderGone?: AcquireOptions['onHolderGone']): Promise<'acquired' | 'not-needed'> {
+    const { kong: k, log, signal } = this.ctx;
+    const start = Date.now();
+    for (;;) {
+      try {
+        const lock = this.lock ?? (await this.newLock());
+        const got = await acquire(lock, {
+          timeoutMs: Math.max(0, timeoutMs - (Date.now() - start)),
+          signal,
+          onWait: (h) => log.info('waiting for the migration lock', describeHolder(h)),
+          onHolderGone,
+        });
+        if (got === 'acquired') this.everHeld = true;
+        return got;
+      } catch (e) {
+        if (isInitError(e) || e instanceof Interrupted || !isDbError(e)) throw e;
+        const c = classify(e, k);
+        if (c.kind === 'fatal') throw dbFailure(e, k, 'waiting for the migration lock');
+        log.warn('lost the connection to Postgres while waiting for the migration lock; reconnecting', { reason: c.reason });
+        await this.reset();
+        await this.connectMain();
+      }
+    }
+  }
+
+  /**
+   * After the lock session died while Kong ran: a new session, and the lock again. Our old
+   * session may still hold it on the server (a stalled connection the server has not noticed):
+   * that backend is ours, so it is terminated rather than waited out.
+   */
+  async retake(timeoutMs: number): Promise<void> {
+    const stale = this.lock?.backendPid;
+    await this.reset();
+    await this.connectMain();
+    const lock = await this.newLock();
+    const h = await lock.holder();
+    if (stale !== undefined && h?.pid === stale) {
+      this.ctx.log.warn('our old lock session still holds the lock on the server; terminating it', { backend_pid: stale });
+      await this.lockClient!.query('SELECT pg_terminate_backend($1)', [stale]).catch(() => {});
+    }
+    if ((await this.take(timeoutMs)) !== 'acquired') throw new InitError(ExitCode.LOCK_LOST, 'could not take the migration lock again');
+  }
+
+  /** A connection that answered last: the lock session while held, else main. */
+  live(): pg.Client | undefined {
+    return this.lock?.isHeld ? this.lockClient : this.main;
+  }
+}
+
+/** How long the history row may take at the end of a run (a stalled server must not hold the pod). */
+const HISTORY_BUDGET_MS = 3000;
+
+async function writeHistory(ctx: RunContext, sessions: Sessions, s: Summary): Promise<void> {
+  const { kong: k, log } = ctx;
+  const attempt = async () => {
+    let c = sessions.live();
+    let fresh: pg.Client | undefined;
+    if (!c || sessions.lock?.lost) c = fresh = await connectChecked({ ...clientConfig(k), connectionTimeoutMillis: 2000 });
+    try {
+      await recordHistory(c, k.schema, s, { warn: (m, f) => log.warn(m, f) });
+    } finally {
+      await closeClient(fresh);
+    }
+  };
+  let t: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`no answer within ${HISTORY_BUDGET_MS} ms`)), HISTORY_BUDGET_MS)));
+  try {
+    await Promise.race([attempt(), timeout]);
+  } catch (e) {
+    log.warn('could not write the history row', { error: (e as Error).message });
+  } finally {
+    clearTimeout(t);
+  }
+}
+
+/**
+ * Under the lock: run the steps the state calls for, re-deciding after each one. When the lock
+ * session died while a step ran, the step was let finish; the lock is taken again on a new
+ * session and the state re-read before anything else runs.
+ */
+async function runPlan(ctx: RunContext, cli: KongCli, sessions: Sessions, s: Summary, start: SchemaState, deadline: number): Promise<{ state: SchemaState; changed: boolean }> {
+  const { settings: st, kong: k, log, signal } = ctx;
+  const sc: StepContext = {
+    cli,
+    log,
+    signal,
+    deadline,
+    finish: st.finish,
+    kongLock: () => kongLockRow(sessions.live(), k.schema),
+    record: (r) => s.actions.push(r),
+    observed: (after) => (s.state_after = stateName(after)),
+  };
+  let current = start;
+  let changed = false;
+  let version: Promise<string | undefined> | undefined;
+  for (let step = 0; step < 12; step++) {
+    const next = planOrRefuse(current, st.finish).actions[0];
+    if (!next) break;
+    version ??= cli.version().catch(() => undefined); // alongside the first step
+    const before = fingerprint(current);
+    current = await runStep(next, current, sc);
+    if (fingerprint(current) !== before) changed = true;
+    if (sessions.lock?.lost) {
+      s.actions[s.actions.length - 1]!.note = `the lock session was lost while it ran (${sessions.lock.lost}); the step finished`;
+      await sessions.retake(st.lockTimeoutMs);
+      current = await cli.list(signal);
+      log.info('migration lock taken again on a new session; state re-read', { state: stateName(current) });
+    }
+  }
+  s.kong_version = await version;
+  return { state: current, changed };
+}
+
+/**
+ * `migrate`: wait for Postgres, read the state, plan, take the lock, run the steps, verify, report.
+ * Losing the lock session never cuts a running step: the step finishes, the lock is taken again
+ * on a new session and the state re-read before anything else runs.
+ */
 export async function migrate(ctx: RunContext): Promise<number> {
   const started = Date.now();
   const { settings: st, kong: k, log, signal } = ctx;
@@ -142,181 +277,95 @@ export async function migrate(ctx: RunContext): Promise<number> {
   if (skipped !== undefined) return skipped;
   const deadline = started + st.deadlineMs;
   const cli = kongCli(ctx);
-  let main: pg.Client | undefined;
-  let lockClient: pg.Client | undefined;
-  let lock: AdvisoryLock | undefined;
+  const sessions = new Sessions(ctx, deadline);
   let changed = false;
-  const lostCtl = new AbortController();
-  const stepSignal = AbortSignal.any([signal, lostCtl.signal]);
-  const lockLost = () => new InitError(ExitCode.LOCK_LOST, `lost the advisory-lock session while Kong was migrating (${lock?.lost}); Kong was stopped. Rerun: the next run takes the lock again and continues`);
-
-  const runStep = async (action: Action, before: SchemaState): Promise<SchemaState> => {
-    for (let attempt = 1; ; attempt++) {
-      log.info(`running kong migrations ${action}`, { attempt, state: stateName(before) });
-      const r = await cli.migrations(action, stepSignal);
-      if (lock?.lost) throw lockLost();
-      if (signal.aborted) {
-        s.actions.push({ action, ms: r.durationMs, exit: r.exitCode, note: 'interrupted' });
-        throw new Interrupted();
-      }
-      const after = await cli.list(signal);
-      const rec = { action, ms: r.durationMs, exit: r.exitCode } as Summary['actions'][number];
-      const output = `${r.stdout}\n${r.stderr}`;
-      const lockRow = await kongLockRow(lock?.isHeld ? lockClient : main, k.schema);
-      // Kong's own lock: "aborted" (exit 0), or its wait for the lock row timed out (exit 1)
-      const aborted = output.includes(NOT_LEADER) || (r.exitCode !== 0 && lockRow !== undefined && KONG_LOCK_WAIT_TIMEOUT.test(r.stderr));
-      const race = r.exitCode !== 0 && !aborted && RACE_ERRORS.some((re) => re.test(r.stderr));
-      const progressed = fingerprint(after) !== fingerprint(before);
-      if (progressed) changed = true;
-      if (r.exitCode !== 0 && !race && !aborted) {
-        s.actions.push(rec);
-        s.state_after = stateName(after);
-        throw new InitError(ExitCode.KONG_FAILED, `kong migrations ${action} exited ${r.exitCode} and the schema is now "${stateName(after)}": ${lastLines(r.stderr || r.stdout, 8)}`);
-      }
-      if (progressed) {
-        if (race) rec.note = `race error, but the state moved on: ${lastLines(r.stderr, 1)}`;
-        s.actions.push(rec);
-        log.info(`kong migrations ${action} done`, { ms: r.durationMs, state: stateName(after) });
-        return after;
-      }
-      if (!aborted && !race) {
-        s.actions.push(rec);
-        throw new InitError(ExitCode.KONG_FAILED, `kong migrations ${action} exited ${r.exitCode} but the schema is still "${stateName(after)}": ${lastLines(r.stdout || r.stderr, 8)}`);
-      }
-      if (race && attempt >= 8) {
-        s.actions.push(rec);
-        throw new InitError(ExitCode.KONG_FAILED, `kong migrations ${action} kept failing with a concurrent-change error (is another \`kong migrations\` running, e.g. the chart's init-migrations Job?): ${lastLines(r.stderr, 2)}`);
-      }
-      rec.note = aborted ? 'aborted: Kong lock held' : 'race error';
-      s.actions.push(rec);
-      const wait = lockRow ? Math.min(Math.ceil(lockRow.ms_left) + 250, 30_000) : Math.max(250, backoffDelay(attempt, { baseMs: 500, capMs: 5000 }));
-      const fix = lockRow
-        ? `Kong's own "migrations" lock row is held by owner ${lockRow.owner} until ${lockRow.ttl}; if no Kong migration is running it was left by a killed run and expires then (or delete it: DELETE FROM locks WHERE key = 'migrations')`
-        : 'another Kong node changed the database at the same time';
-      if (Date.now() + wait > deadline) {
-        throw new InitError(ExitCode.DEADLINE, `deadline reached while kong migrations ${action} kept being refused: ${fix}; raise --deadline`);
-      }
-      log.warn(aborted ? `kong migrations ${action} was aborted by Kong's own lock; retrying` : `kong migrations ${action} hit a concurrent change; retrying`, {
-        kong_lock_owner: lockRow?.owner,
-        kong_lock_until: lockRow?.ttl,
-        next_try_ms: wait,
-      });
-      await sleep(wait, signal);
-      before = await cli.list(signal);
-      const again = decide(before, st.finish);
-      if (again.actions[0] !== action) return before;
-    }
-  };
-
   try {
-    const w = await waitForPostgres(k, { deadline, log, signal });
-    main = w.client;
-    s.wait_postgres_ms = w.waitedMs;
-    const db = main;
-    let seen = await schemaFingerprint(db, k.schema);
-    const readState = async (): Promise<SchemaState> => (seen === 'absent' ? NEEDS_BOOTSTRAP : cli.list(signal));
-    let state = await readState();
-    s.state_before = stateName(state);
-    let plan = decide(state, st.finish);
-    log.info('schema state', { state: plan.state, plan: plan.actions.join(',') || 'nothing', reason: plan.reason });
-    if (plan.refused) throw new InitError(ExitCode.CONFIG, plan.refused);
+    s.wait_postgres_ms = (await sessions.connectMain()).waitedMs;
+    const identity = kongIdentity({ bin: st.kongBin, env: ctx.env, confPath: k.confPath });
+    let seen = await schemaFingerprint(sessions.main!, k.schema);
+    /**
+     * The state without starting Kong when possible: no schema_meta means "needs bootstrap"; a state
+     * an identical Kong verified at this fingerprint holds. `defer`: while another pod holds the
+     * lock, undefined (wait for it) rather than a `kong migrations list` of a moving schema.
+     */
+    const readState = async (defer: boolean): Promise<SchemaState | undefined> => {
+      const c = sessions.live()!;
+      if (seen === 'absent') return NEEDS_BOOTSTRAP;
+      const known = await verifiedState(c, k.schema, identity, seen);
+      if (known) {
+        log.info('state verified earlier by an identical Kong; not starting Kong', { state: stateName(known) });
+        return known;
+      }
+      if (defer && (await holderOf(c, lockKey(k.db, k.schema)))) return undefined;
+      const listed = await cli.list(signal);
+      if ((await schemaFingerprint(c, k.schema)) === seen) await recordVerified(c, k.schema, identity, seen, listed);
+      return listed;
+    };
+    let state = await readState(true);
+    s.state_before = state ? stateName(state) : undefined;
+    let plan = state ? planOrRefuse(state, st.finish) : undefined;
+    log.info('schema state', plan ? { state: plan.state, plan: plan.actions.join(',') || 'nothing', reason: plan.reason } : { state: 'unknown', plan: 'wait for the pod that holds the lock' });
     if (st.dryRun) {
+      state ??= await readState(false);
+      s.state_before = stateName(state!);
+      plan = planOrRefuse(state!, st.finish);
       s.plan = plan.actions;
       s.dry_run = true;
       s.state_after = s.state_before;
       log.info('dry run: nothing changed', { would_run: plan.actions.join(',') || 'nothing' });
       return finishRun(ctx, s, started);
     }
-    if (plan.actions.length > 0) {
-      // the lock session: the same connection unless a separate host/port is set (bypassing a pooler)
-      if (st.lockHost || st.lockPort) {
-        const lw = await waitForPostgres(k, { deadline, log, signal, override: { host: st.lockHost, port: st.lockPort }, what: 'lock session' });
-        lockClient = lw.client;
-      } else {
-        lockClient = main;
-      }
-      lock = new AdvisoryLock(lockClient, lockKey(k.db, k.schema));
-      lock.onLost((reason) => {
-        log.error('advisory lock session lost; stopping Kong', { reason });
-        lostCtl.abort();
-      });
+    if (!plan || plan.actions.length > 0) {
       const lockStart = Date.now();
-      let lastHolderLog = 0;
-      let acquired = await lock.tryAcquire();
-      while (!acquired) {
-        const h = await lock.holder();
-        if (Date.now() - lockStart > st.lockTimeoutMs) {
-          throw new InitError(
-            ExitCode.LOCK_TIMEOUT,
-            `lock timeout after ${Math.round(st.lockTimeoutMs / 1000)} s: another kong-db-init holds the migration lock (${h ? `pid ${h.pid}, ${h.application_name}, from ${h.client_addr ?? 'local'}, session since ${h.since}` : 'holder gone'}); wait for it, or raise --lock-timeout`,
-          );
-        }
-        if (Date.now() - lastHolderLog >= 5000) {
-          log.info('waiting for the migration lock', describeHolder(h));
-          lastHolderLog = Date.now();
-        }
-        if (h) {
-          await sleep(150 + Math.floor(Math.random() * 200), signal);
-          continue;
-        }
-        // the holder let go: every waiter re-reads the state without the lock, in parallel
-        // (starting Kong only when the schema rows changed), and only those with work left
-        // contend for the lock again, so finished work is not re-checked one pod at a time
-        const now = await schemaFingerprint(db, k.schema);
-        if (now !== seen) {
-          seen = now;
-          state = await readState();
-          plan = decide(state, st.finish);
-          if (plan.refused) throw new InitError(ExitCode.CONFIG, plan.refused);
-          if (plan.actions.length === 0) break;
-        }
-        acquired = await lock.tryAcquire();
-        if (!acquired) await sleep(20 + Math.floor(Math.random() * 60), signal);
-      }
+      // the holder let go: every waiter re-reads the state without the lock, in parallel
+      // (starting Kong only when the schema rows changed and no identical Kong verified them);
+      // only those with work left contend
+      const got = await sessions.take(st.lockTimeoutMs, async () => {
+        const now = await schemaFingerprint(sessions.main!, k.schema);
+        if (state && now === seen) return 'contend';
+        seen = now;
+        state = await readState(false);
+        s.state_before ??= stateName(state!);
+        plan = planOrRefuse(state!, st.finish);
+        return plan.actions.length === 0 ? 'not-needed' : 'contend';
+      });
       s.wait_lock_ms = Date.now() - lockStart;
-      if (lock.isHeld) {
+      if (got === 'acquired') {
         log.info('migration lock acquired', { waited_ms: s.wait_lock_ms });
-        let version: Promise<string | undefined> | undefined;
-        const now = await schemaFingerprint(lockClient, k.schema);
-        if (now !== seen) {
+        const now = await schemaFingerprint(sessions.lockClient!, k.schema);
+        if (!state || now !== seen) {
           seen = now;
-          state = await readState();
+          state = await readState(false);
+          s.state_before ??= stateName(state!);
         }
-        for (let step = 0; step < 12; step++) {
-          plan = decide(state, st.finish);
-          if (plan.refused) throw new InitError(ExitCode.CONFIG, plan.refused);
-          const next = plan.actions[0];
-          if (!next) break;
-          version ??= cli.version().catch(() => undefined); // alongside the first step
-          state = await runStep(next, state);
-        }
-        s.kong_version = await version;
+        const done = await runPlan(ctx, cli, sessions, s, state!, deadline);
+        state = done.state;
+        changed = done.changed;
+        // before letting go: waiters with an identical Kong take this state without starting Kong
+        if (changed) await recordVerified(sessions.lockClient!, k.schema, identity, await schemaFingerprint(sessions.lockClient!, k.schema), state);
       } else {
-        log.info('another pod migrated the database while we waited', { state: stateName(state) });
+        log.info('another pod migrated the database while we waited', { state: stateName(state!) });
       }
     }
+    if (!state) throw new InitError(ExitCode.INTERNAL, 'no schema state was read');
     s.state_after = stateName(state);
     if (!kongStartAccepts(state)) {
       throw new InitError(ExitCode.KONG_FAILED, `the schema is still "${stateName(state)}" after migrating; Kong will not start: see Kong's output above`);
     }
     log.info('database ready for Kong', { state: s.state_after, actions: s.actions.map((a) => a.action).join(',') || 'none' });
   } catch (e) {
-    fail(s, e);
+    fail(s, e, k);
     log.error(s.error ?? 'failed', { exit_code: s.exit_code });
   } finally {
     // a history row for every run that changed something or failed (once connected); not for a
     // signal that arrived before we held the lock, which must exit at once
-    if (main && (changed || s.outcome !== 'ok') && !(signal.aborted && !lock?.isHeld)) {
+    if (sessions.main && (changed || s.outcome !== 'ok') && !(signal.aborted && !sessions.everHeld)) {
       s.duration_ms = Date.now() - started;
-      // after a lost lock session the old connection is gone: write through a fresh one
-      const fresh = lock?.lost ? await connectChecked({ ...clientConfig(k), connectionTimeoutMillis: 2000 }).catch(() => undefined) : undefined;
-      const live = fresh ?? (lock?.isHeld ? lockClient : main);
-      await recordHistory(live!, k.schema, s).catch((err: Error) => log.warn('could not write the history row', { error: err.message }));
-      await fresh?.end().catch(() => {});
+      await writeHistory(ctx, sessions, s);
     }
-    await lock?.release();
+    await sessions.lock?.release();
     cli.cleanup();
-    for (const c of new Set([main, lockClient])) await c?.end().catch(() => {});
+    await sessions.reset();
   }
   return finishRun(ctx, s, started);
 }
@@ -355,11 +404,11 @@ export async function waitReady(ctx: RunContext): Promise<number> {
     }
     log.info('schema ready: kong start will proceed', { state: s.state_after });
   } catch (e) {
-    fail(s, e);
+    fail(s, e, k);
     log.error(s.error ?? 'failed', { exit_code: s.exit_code });
   } finally {
     cli.cleanup();
-    await client?.end().catch(() => {});
+    await closeClient(client);
   }
   return finishRun(ctx, s, started);
 }
@@ -378,27 +427,17 @@ export async function status(ctx: RunContext): Promise<number> {
     const state = await cli.list(signal);
     const plan = decide(state, st.finish);
     const history = await readHistory(client, k.schema, st.historyRows).catch(() => []);
-    if (st.json) {
-      ctx.log.result(JSON.stringify({ target: describeTarget(k), state: plan.state, list_exit: state.code, kong_start_accepts: kongStartAccepts(state), plan: plan.actions, reason: plan.reason, refused: plan.refused, pending: state.pending, new: state.new, history }));
-    } else {
-      const lines = [
-        `target:  ${describeTarget(k)}`,
-        `state:   ${plan.state} (kong migrations list exit ${state.code}; kong start ${kongStartAccepts(state) ? 'accepts it' : 'refuses it'})`,
-        `plan:    ${plan.actions.join(' then ') || 'nothing'} (${plan.refused ?? plan.reason})`,
-        `history: ${history.length === 0 ? 'none' : ''}`,
-        ...history.map((h) => `  ${h.finished_at}  ${h.pod}  ${h.outcome}  ${h.state_before ?? '?'} -> ${h.state_after ?? '?'}  [${h.actions.map((a) => a.action).join(',')}]${h.error ? '  error: ' + h.error : ''}`),
-      ];
-      ctx.log.result(lines.join('\n'));
-    }
+    const view = { target: describeTarget(k), state: plan.state, listExit: state.code, kongStartAccepts: kongStartAccepts(state), plan: plan.actions, reason: plan.reason, refused: plan.refused, pending: state.pending, new: state.new, history };
+    ctx.log.result(formatStatus(view, st.json));
     return state.code;
   } catch (e) {
     const s = newSummary(ctx, 'status');
-    fail(s, e);
+    fail(s, e, k);
     log.error(s.error ?? 'failed', { exit_code: s.exit_code });
     return s.exit_code;
   } finally {
     cli.cleanup();
-    await client?.end().catch(() => {});
+    await closeClient(client);
   }
 }
 

@@ -1,5 +1,6 @@
 /** The schema state reported by `kong migrations list`, and the pure decision of what to run next. */
 import type { FinishPolicy } from './config.js';
+import { ExitCode, InitError } from './errors.js';
 
 export type Migrations = Record<string, string[]>;
 
@@ -75,4 +76,62 @@ export function decide(s: SchemaState, policy: FinishPolicy): Plan {
     case 'up-to-date':
       return { state, actions: [], reason: 'the database is up to date' };
   }
+}
+
+/** Refuse what the policy forbids: the CONFIG error carries the plan's message. */
+export function planOrRefuse(s: SchemaState, policy: FinishPolicy): Plan {
+  const plan = decide(s, policy);
+  if (plan.refused) throw new InitError(ExitCode.CONFIG, plan.refused);
+  return plan;
+}
+
+/** What Kong's output said, in Kong's words turned into facts (kong.ts `readStepOutput`). */
+export interface StepFacts {
+  /** "aborted: another node is performing database changes" (exit 0, nothing done). */
+  notLeader: boolean;
+  /** `up` gave up waiting for Kong's own `locks` row ("[PostgreSQL error] timeout"). */
+  lockWaitTimedOut: boolean;
+  /** One of the PostgreSQL errors a concurrent Kong bootstrap causes (recorded run 23). */
+  raceError: boolean;
+}
+
+export interface StepRun {
+  exitCode: number;
+  facts: StepFacts;
+  before: SchemaState;
+  after: SchemaState;
+  /** Kong's `locks` row was there when we looked after the step. */
+  kongLockHeld: boolean;
+}
+
+/**
+ * - progressed: the state moved on and Kong exited 0
+ * - progressed-after-race: the state moved on although Kong failed with a race error
+ * - aborted: Kong's own lock was held (another Kong, or a killed run's row): retry after its TTL
+ * - race: a concurrent change broke this attempt and nothing moved: retry
+ * - failed: Kong exited non-zero for any other reason
+ * - stuck: Kong exited 0 but the state did not move
+ */
+export type StepOutcome = 'progressed' | 'progressed-after-race' | 'aborted' | 'race' | 'failed' | 'stuck';
+
+/** Classify one Kong step from its exit status, what it printed, and the states around it. Pure. */
+export function classifyStep(r: StepRun): StepOutcome {
+  const aborted = r.facts.notLeader || (r.exitCode !== 0 && r.kongLockHeld && r.facts.lockWaitTimedOut);
+  const race = r.exitCode !== 0 && !aborted && r.facts.raceError;
+  const progressed = fingerprint(r.after) !== fingerprint(r.before);
+  if (r.exitCode !== 0 && !race && !aborted) return 'failed';
+  if (progressed) return race ? 'progressed-after-race' : 'progressed';
+  if (aborted) return 'aborted';
+  if (race) return 'race';
+  return 'stuck';
+}
+
+/**
+ * How long to wait before retrying an aborted or raced step: until Kong's lock row expires (plus
+ * a margin, at most 30 s), else a jittered backoff from 500 ms capped at 5 s.
+ */
+export function retryDelay(kongLockMsLeft: number | undefined, attempt: number, random: () => number = Math.random): number {
+  if (kongLockMsLeft !== undefined) return Math.min(Math.ceil(kongLockMsLeft) + 250, 30_000);
+  const ceiling = Math.min(5000, 500 * 2 ** Math.max(0, attempt - 1));
+  return Math.max(250, Math.floor(random() * ceiling));
 }

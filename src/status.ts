@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import type pg from 'pg';
 import { quoteIdent } from './db.js';
-import { redact } from './log.js';
+import { scrub, scrubDeep } from './secrets.js';
 
 export interface ActionRecord {
   action: string;
@@ -35,19 +35,43 @@ export interface Summary {
 
 export const TERMINATION_LIMIT = 4096;
 
-/** Serialize a summary under `limit` bytes, shortening the error and actions if needed. */
+/** Cut text to at most `max` UTF-16 units without splitting a surrogate pair, marking the cut. */
+function cut(text: string, max: number): string {
+  if (text.length <= max) return text;
+  let end = Math.max(0, max);
+  const c = text.charCodeAt(end - 1);
+  if (c >= 0xd800 && c <= 0xdbff) end--;
+  return text.slice(0, end) + '…';
+}
+
+/**
+ * The free-text fields of a summary (error, notes: they may quote Kong or Postgres) scrubbed of
+ * secrets (rules 1 to 3). The other fields are ours (names, states, numbers, the pod name) and
+ * are kept as they are, so that `"tool":"kong-db-init"` stays intact whatever the password is.
+ */
+export function scrubSummary(s: Summary): Summary {
+  const text = (t: string | undefined) => (t === undefined ? undefined : scrub(t, false));
+  return { ...s, error: text(s.error), note: text(s.note), actions: s.actions.map((a) => ({ ...a, note: text(a.note) })) };
+}
+
+/**
+ * Serialize a summary under `limit` bytes. The free text is scrubbed of secrets first, then the
+ * summary is serialised, then (only if too long) the already scrubbed error and action notes
+ * are shortened: nothing is redacted in JSON text, and a cut can never expose half a secret.
+ */
 export function serializeSummary(s: Summary, limit = TERMINATION_LIMIT): string {
-  let out = redact(JSON.stringify(s));
+  const clean = scrubSummary(s);
+  let out = JSON.stringify(clean);
   if (Buffer.byteLength(out) <= limit) return out;
-  const copy: Summary = { ...s, actions: s.actions.map((a) => ({ ...a, note: undefined })) };
-  out = redact(JSON.stringify(copy));
+  const copy: Summary = { ...clean, actions: clean.actions.map((a) => ({ ...a, note: undefined })) };
+  out = JSON.stringify(copy);
   let err = copy.error ?? '';
   while (Buffer.byteLength(out) > limit && (err.length > 0 || copy.actions.length > 0)) {
-    if (err.length > 64) err = err.slice(0, Math.floor(err.length * 0.7)) + '…';
+    if (err.length > 64) err = cut(err, Math.floor(err.length * 0.7));
     else if (copy.actions.length > 0) copy.actions = copy.actions.slice(1);
     else err = '';
     copy.error = err || undefined;
-    out = redact(JSON.stringify(copy));
+    out = JSON.stringify(copy);
   }
   return out;
 }
@@ -73,7 +97,17 @@ function table(schema: string | undefined): string {
   return schema ? `${quoteIdent(schema)}.${HISTORY_TABLE}` : HISTORY_TABLE;
 }
 
+/** How many history rows are kept: older ones are deleted after each insert (needs DELETE). */
+export const HISTORY_KEEP = 200;
+
+async function historyExists(c: pg.Client, schema: string | undefined): Promise<boolean> {
+  const r = await c.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table(schema)]);
+  return Boolean(r.rows[0]?.t);
+}
+
+/** Create the history table when it is missing; no DDL (and no CREATE privilege) when it exists. */
 export async function ensureHistory(c: pg.Client, schema: string | undefined): Promise<void> {
+  if (await historyExists(c, schema)) return;
   const sql = `CREATE TABLE IF NOT EXISTS ${table(schema)} (
     id            bigserial PRIMARY KEY,
     started_at    timestamptz NOT NULL,
@@ -93,17 +127,44 @@ export async function ensureHistory(c: pg.Client, schema: string | undefined): P
   } catch (e) {
     // two first runs may race on CREATE TABLE IF NOT EXISTS (pg_type unique index): once more is enough
     if ((e as { code?: string }).code !== '23505' && (e as { code?: string }).code !== '42P07') throw e;
-    await c.query(sql);
+    if (!(await historyExists(c, schema))) await c.query(sql);
   }
 }
 
-export async function recordHistory(c: pg.Client, schema: string | undefined, s: Summary): Promise<void> {
+export interface HistoryOptions {
+  /** Rows to keep (default HISTORY_KEEP). */
+  keep?: number;
+  /** Told when the old rows could not be deleted (the new row is written all the same). */
+  warn?: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+/**
+ * Insert one history row (its free text scrubbed of secrets first), then delete the rows older
+ * than the last `keep`. Throws when the row cannot be written: the caller logs a warning and the
+ * run's outcome stays what it was.
+ */
+export async function recordHistory(c: pg.Client, schema: string | undefined, s: Summary, o: HistoryOptions = {}): Promise<void> {
+  const row = scrubSummary(s);
   await ensureHistory(c, schema);
-  await c.query(
+  const r = await c.query<{ id: string }>(
     `INSERT INTO ${table(schema)} (started_at, pod, tool_version, kong_version, state_before, state_after, actions, outcome, exit_code, error)
-     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10)`,
-    [s.started_at, s.pod, s.version, s.kong_version ?? null, s.state_before ?? null, s.state_after ?? null, redact(JSON.stringify(s.actions)), s.outcome, s.exit_code, s.error ? redact(s.error) : null],
+     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10) RETURNING id::text`,
+    [row.started_at, row.pod, row.version, row.kong_version ?? null, row.state_before ?? null, row.state_after ?? null, JSON.stringify(row.actions), row.outcome, row.exit_code, row.error ?? null],
   );
+  const keep = Math.max(1, o.keep ?? HISTORY_KEEP);
+  const id = r.rows[0]?.id;
+  if (id === undefined) return;
+  try {
+    await c.query(
+      `DELETE FROM ${table(schema)} WHERE id < (SELECT min(id) FROM (SELECT id FROM ${table(schema)} WHERE id <= $1::bigint ORDER BY id DESC LIMIT $2) AS kept)`,
+      [id, keep],
+    );
+  } catch (e) {
+    o.warn?.('could not delete old history rows (the new row was written); grant DELETE on the history table to keep it bounded', {
+      table: table(schema),
+      error: (e as Error).message,
+    });
+  }
 }
 
 export interface HistoryRow {
@@ -121,16 +182,46 @@ export interface HistoryRow {
 }
 
 export async function readHistory(c: pg.Client, schema: string | undefined, limit: number): Promise<HistoryRow[]> {
-  const exists = await c.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table(schema)]);
-  if (!exists.rows[0]?.t) return [];
+  if (!(await historyExists(c, schema))) return [];
   const r = await c.query<HistoryRow>(
     `SELECT id::text, started_at::text, finished_at::text, pod, kong_version, state_before, state_after, actions, outcome, exit_code, error
        FROM ${table(schema)} ORDER BY id DESC LIMIT $1`,
     [limit],
   );
-  return r.rows;
+  return scrubDeep(r.rows);
 }
 
 export function podName(): string {
   return process.env.POD_NAME || os.hostname();
+}
+
+/** What `kong-db-init status` shows; formatStatus renders it (pure). */
+export interface StatusView {
+  target: string;
+  state: string;
+  listExit: number;
+  kongStartAccepts: boolean;
+  plan: string[];
+  reason: string;
+  refused?: string;
+  pending: Record<string, string[]>;
+  new: Record<string, string[]>;
+  history: HistoryRow[];
+}
+
+/** The `status` output: one JSON object, or lines for people. */
+export function formatStatus(v: StatusView, json: boolean): string {
+  if (json) {
+    return JSON.stringify({
+      target: v.target, state: v.state, list_exit: v.listExit, kong_start_accepts: v.kongStartAccepts, plan: v.plan,
+      reason: v.reason, refused: v.refused, pending: v.pending, new: v.new, history: v.history,
+    });
+  }
+  return [
+    `target:  ${v.target}`,
+    `state:   ${v.state} (kong migrations list exit ${v.listExit}; kong start ${v.kongStartAccepts ? 'accepts it' : 'refuses it'})`,
+    `plan:    ${v.plan.join(' then ') || 'nothing'} (${v.refused ?? v.reason})`,
+    `history: ${v.history.length === 0 ? 'none' : ''}`,
+    ...v.history.map((h) => `  ${h.finished_at}  ${h.pod}  ${h.outcome}  ${h.state_before ?? '?'} -> ${h.state_after ?? '?'}  [${h.actions.map((a) => a.action).join(',')}]${h.error ? '  error: ' + h.error : ''}`),
+  ].join('\n');
 }

@@ -3,7 +3,7 @@ import type pg from 'pg';
 import type { KongPg } from './config.js';
 import { describeTarget } from './config.js';
 import { classify, clientConfig, connectChecked, fatalMessage } from './db.js';
-import { ExitCode, InitError } from './errors.js';
+import { ExitCode, InitError, Interrupted } from './errors.js';
 import type { Logger } from './log.js';
 
 export interface Backoff {
@@ -23,11 +23,7 @@ export function backoffDelay(attempt: number, b: Backoff = DEFAULT_BACKOFF, rand
   return Math.floor(random() * ceiling);
 }
 
-export class Interrupted extends Error {
-  constructor() {
-    super('interrupted');
-  }
-}
+export { Interrupted };
 
 /** Sleep that ends early (rejecting with Interrupted) when the signal aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -85,6 +81,7 @@ export async function waitForPostgres(k: KongPg, o: WaitOptions): Promise<WaitRe
   const start = Date.now();
   const cfg = clientConfig(k, o.override);
   const target = describeTarget({ ...k, host: String(cfg.host), port: Number(cfg.port) });
+  let missingSince: number | undefined;
   for (let attempt = 1; ; attempt++) {
     const remaining = o.deadline - Date.now();
     const timeout = Math.max(100, Math.min(k.timeoutMs, remaining));
@@ -95,12 +92,17 @@ export async function waitForPostgres(k: KongPg, o: WaitOptions): Promise<WaitRe
     } catch (e) {
       if (e instanceof Interrupted) throw e;
       const c = classify(e, k);
-      if (c.kind === 'fatal') {
+      // a database or role that does not exist yet: retried for a bounded time, then fatal
+      if (c.boundedMs) missingSince ??= Date.now();
+      else missingSince = undefined;
+      const missingTooLong = missingSince !== undefined && Date.now() - missingSince >= c.boundedMs!;
+      if (c.kind === 'fatal' || missingTooLong) {
         throw new InitError(ExitCode.DB_FATAL, fatalMessage(c, { ...k, host: String(cfg.host), port: Number(cfg.port) }));
       }
       const delay = backoffDelay(attempt, o.backoff);
       const left = o.deadline - Date.now();
       if (left <= 0 || delay >= left) {
+        if (c.boundedMs) throw new InitError(ExitCode.DB_FATAL, fatalMessage(c, { ...k, host: String(cfg.host), port: Number(cfg.port) }));
         throw new InitError(
           ExitCode.DEADLINE,
           `deadline reached after ${attempt} attempts (${Math.round((Date.now() - start) / 100) / 10} s) waiting for Postgres at ${target}: last error: ${c.reason}; check that Postgres is running and reachable, or raise --deadline`,

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { CASES, renderErrorsDoc } from './bad-input-cases.js';
 import { createDb, KONG_PASSWORD, ROOT, runCli } from './helpers/harness.js';
 
-describe('bad input catalogue', () => {
+describe('bad input catalogue (real Postgres; Kong: the 3.7.1 stand-in)', () => {
   it('has at least 25 cases', () => {
     expect(CASES.length).toBeGreaterThanOrEqual(25);
     expect(new Set(CASES.map((c) => c.id)).size).toBe(CASES.length);
@@ -20,7 +20,8 @@ describe('bad input catalogue', () => {
       expect(r.exitCode, r.stderr).toBe(c.code);
       expect(r.stderr).toMatch(c.message);
       expect(r.stdout + r.stderr).not.toContain(KONG_PASSWORD);
-      for (const [k, v] of Object.entries(c.env?.(db) ?? {})) if (k === 'KONG_PG_PASSWORD') expect(r.stdout + r.stderr).not.toContain(v);
+      // a vault reference names where the password is; it is not the password
+      for (const [k, v] of Object.entries(c.env?.(db) ?? {})) if (k === 'KONG_PG_PASSWORD' && v !== '' && !v.startsWith('{vault://')) expect(r.stdout + r.stderr).not.toContain(v);
       if (fs.existsSync(path.join(db.dir, 'status.json'))) expect(fs.readFileSync(path.join(db.dir, 'status.json'), 'utf8')).not.toContain(KONG_PASSWORD);
     });
   }

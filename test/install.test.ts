@@ -3,11 +3,19 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { libraryPlan, runtimeLibraries, soname, staleChunks } from '../src/install.js';
 import { CLI, createDb, listCode } from './helpers/harness.js';
 
+const made: string[] = [];
+afterAll(() => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+
 async function installTo(): Promise<string> {
-  const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-install-')), 'bin');
+  const top = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-install-'));
+  made.push(top);
+  const dir = path.join(top, 'bin');
   const r = await execa(process.execPath, [CLI, 'install', dir], { reject: false });
   expect(r.exitCode, r.stderr).toBe(0);
   return dir;
@@ -48,6 +56,32 @@ describe('install DIR', () => {
     expect(await listCode(db)).toBe(0);
   });
 
+  it('installing over an earlier copy replaces damaged files and removes chunks the new bundle lacks', async () => {
+    const dir = await installTo();
+    const chunks = path.join(dir, 'app/chunks');
+    const names = fs.readdirSync(chunks).sort();
+    const original = fs.readFileSync(path.join(chunks, names[0]!));
+    fs.writeFileSync(path.join(chunks, names[0]!), 'throw new Error("stale chunk");\n');
+    fs.writeFileSync(path.join(chunks, 'old-deadbeef.js'), 'export {};\n');
+    fs.writeFileSync(path.join(dir, 'kong-db-init'), '#!/bin/sh\nexit 99\n');
+    const r = await execa(process.execPath, [CLI, 'install', dir], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(fs.readdirSync(chunks).sort()).toEqual(names);
+    expect(fs.readFileSync(path.join(chunks, names[0]!)).equals(original)).toBe(true);
+    expect(fs.readdirSync(dir).sort()).toEqual(['app', 'kong-db-init', 'lib', 'node']);
+    const v = await execa('env', ['-i', path.join(dir, 'kong-db-init'), '--version'], { reject: false });
+    expect(v.exitCode, v.stderr).toBe(0);
+  });
+
+  it('an installed copy ships its own lib/ again (the image\'s old C++ runtime), not the loaded one', async () => {
+    const first = await installTo();
+    fs.writeFileSync(path.join(first, 'lib', 'libstdc++.so.6'), 'marker: the copy\'s own library\n');
+    const second = path.join(path.dirname(first), 'again');
+    const r = await execa(path.join(first, 'node'), [path.join(first, 'app/cli.js'), 'install', second], { reject: false, env: { LD_LIBRARY_PATH: '' } });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(second, 'lib', 'libstdc++.so.6'), 'utf8')).toBe('marker: the copy\'s own library\n');
+  });
+
   it.each([
     [[], /usage: kong-db-init install DIR/],
     [['/etc/hostname/sub'], /cannot write to \/etc\/hostname\/sub \(ENOTDIR\); mount a writable emptyDir there/],
@@ -55,5 +89,32 @@ describe('install DIR', () => {
     const r = await execa(process.execPath, [CLI, 'install', ...args], { reject: false });
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(re);
+  });
+});
+
+describe('install: which files', () => {
+  const maps = [
+    '7f00-7f01 r-xp 00000000 fd:01 1 /usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30',
+    '7f01-7f02 r--p 00000000 fd:01 1 /usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30',
+    '7f02-7f03 r-xp 00000000 fd:01 2 /lib/x86_64-linux-gnu/libgcc_s.so.1',
+    '7f03-7f04 r-xp 00000000 fd:01 3 /lib/x86_64-linux-gnu/libc.so.6',
+    '7f04-7f05 rw-p 00000000 00:00 0 [heap]',
+  ].join('\n');
+
+  it('the loaded C++ runtime, once each, under the names the loader asks for', () => {
+    expect(runtimeLibraries(maps)).toEqual(['/usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30', '/lib/x86_64-linux-gnu/libgcc_s.so.1']);
+    expect(runtimeLibraries(maps).map(soname)).toEqual(['libstdc++.so.6', 'libgcc_s.so.1']);
+  });
+
+  it('an installed copy\'s own lib/ wins over the loaded libraries; without a libstdc++ there, the loaded ones', () => {
+    expect(libraryPlan('/opt/kdi', ['libstdc++.so.6', 'libgcc_s.so.1', 'README'], maps)).toEqual(['/opt/kdi/lib/libgcc_s.so.1', '/opt/kdi/lib/libstdc++.so.6']);
+    expect(libraryPlan('/usr/bin', undefined, maps)).toEqual(['/lib/x86_64-linux-gnu/libgcc_s.so.1', '/usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30']);
+    expect(libraryPlan('/usr/bin', ['libgcc_s.so.1'], maps)).toHaveLength(2);
+    expect(libraryPlan('/usr/bin', undefined, undefined)).toEqual([]);
+  });
+
+  it('chunks of an earlier install that the new bundle lacks are stale', () => {
+    expect(staleChunks(['a-1.js', 'b-2.js', 'b-1.js'], ['a-1.js', 'b-2.js'])).toEqual(['b-1.js']);
+    expect(staleChunks([], ['a.js'])).toEqual([]);
   });
 });

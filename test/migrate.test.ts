@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { embeddedServer } from './helpers/embedded.js';
-import { createDb, KONG_PASSWORD, listCode, readStatus, runCli, seed, spawnCli, standinEvents, type Run, type TestDb } from './helpers/harness.js';
+import { createDb, KONG_PASSWORD, listCode, readStatus, runCli, runKong, seed, spawnCli, standinEvents, type Run, type TestDb } from './helpers/harness.js';
 
 const seenOutputs: string[] = [];
 function keep(r: Run): Run {
@@ -18,7 +18,7 @@ async function history(db: TestDb) {
 const kongActions = (db: TestDb) => standinEvents(db).filter((e) => ['bootstrap', 'up', 'finish'].includes(e.ev)).map((e) => e.ev);
 const summaryLine = (r: Run) => JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
 
-describe('migrate', () => {
+describe('migrate (real Postgres; Kong: the 3.7.1 stand-in)', () => {
   it('empty → bootstrap → up to date, with summary, termination message and a history row', async () => {
     const db = await createDb();
     const r = keep(await runCli(['migrate'], db.env()));
@@ -211,7 +211,7 @@ describe('migrate', () => {
   });
 });
 
-describe('wait and status', () => {
+describe('wait and status (Kong: the 3.7.1 stand-in)', () => {
   it('wait returns 0 once the schema is what kong start accepts; times out (11) otherwise', async () => {
     const db = await createDb();
     const r = keep(await runCli(['wait', '--deadline', '2s'], db.env()));
@@ -263,5 +263,52 @@ describe('secrets', () => {
     expect(String(rows[0]!.error)).toMatch(/failed to run migration '000_base_acl'/);
     const everything = [...runs.flatMap((r) => [r.stdout, r.stderr]), readStatus(db) ? JSON.stringify(readStatus(db)) : '', JSON.stringify(rows), ...seenOutputs];
     for (const o of everything) expect(o).not.toContain(KONG_PASSWORD);
+  });
+});
+
+describe('waiters start no Kong process when an identical Kong verified the state (Kong: the 3.7.1 stand-in)', () => {
+  const kongStartsOf = (db: TestDb, pod: string) => standinEvents(db).filter((e) => e.ev === 'start' && e.pod === pod).length;
+  const plugin = (db: TestDb, files: string[]) => {
+    const root = path.join(db.dir, `lua-${files.length}`);
+    const dir = path.join(root, 'kong', 'plugins', 'myplug', 'migrations');
+    fs.mkdirSync(dir, { recursive: true });
+    for (const f of files) fs.writeFileSync(path.join(dir, f), 'return { postgres = { up = "" } }\n');
+    return { KONG_PLUGINS: 'bundled,myplug', KONG_LUA_PACKAGE_PATH: `${root}/?.lua;;` };
+  };
+
+  it('6 racing pods: only the one that migrates runs Kong; a restart runs none; a changed plugin migration makes the next pod run Kong', async () => {
+    const db = await createDb();
+    const pods = Array.from({ length: 6 }, (_, i) => `pod-${i}`);
+    const runs = await Promise.all(pods.map((p) => spawnCli(['migrate'], db.env({ POD_NAME: p }))));
+    expect(runs.map((r) => r.exitCode)).toEqual(pods.map(() => 0));
+    const counts = pods.map((p) => kongStartsOf(db, p));
+    expect(counts.filter((n) => n > 0)).toHaveLength(1);
+    expect(kongActions(db)).toEqual(['bootstrap']);
+
+    // a restart with nothing to do: no Kong process at all
+    const restart = keep(await runCli(['migrate'], db.env({ POD_NAME: 'restart' })));
+    expect(restart.exitCode, restart.stderr).toBe(0);
+    expect(kongStartsOf(db, 'restart')).toBe(0);
+    expect(restart.stderr).toMatch(/state verified earlier by an identical Kong; not starting Kong/);
+
+    // a pod whose plugin ConfigMap brings a migration: its Kong differs, so it runs Kong and migrates
+    const v1 = plugin(db, ['000_base_myplug.lua']);
+    const p1 = keep(await runCli(['migrate'], db.env({ POD_NAME: 'plugin-v1', ...v1 })));
+    expect(p1.exitCode, p1.stderr).toBe(0);
+    expect(kongStartsOf(db, 'plugin-v1')).toBeGreaterThan(0);
+    expect(kongActions(db)).toEqual(['bootstrap', 'up']);
+    // the same plugin files again: nothing to start
+    const p1b = keep(await runCli(['migrate'], db.env({ POD_NAME: 'plugin-v1-again', ...v1 })));
+    expect(p1b.exitCode).toBe(0);
+    expect(kongStartsOf(db, 'plugin-v1-again')).toBe(0);
+    // the ConfigMap changes (a new migration file) without any other change: the pod runs Kong
+    const v2 = plugin(db, ['000_base_myplug.lua', '001_myplug_add_column.lua']);
+    const p2 = keep(await runCli(['migrate'], db.env({ POD_NAME: 'plugin-v2', ...v2 })));
+    expect(p2.exitCode, p2.stderr).toBe(0);
+    expect(kongStartsOf(db, 'plugin-v2')).toBeGreaterThan(0);
+    expect(kongActions(db)).toEqual(['bootstrap', 'up', 'up']);
+    const list = await runKong(['migrations', 'list'], db.env(v2));
+    expect(list.exitCode).toBe(0);
+    expect(list.stdout).toMatch(/myplug: 000_base_myplug, 001_myplug_add_column/);
   });
 });

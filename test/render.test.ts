@@ -7,11 +7,11 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { postRender, splitStream, type RenderOptions } from '../src/render.js';
 import { CLI, ROOT } from './helpers/harness.js';
-import { docs, validateWorkloads } from './helpers/k8s-check.js';
+import { docs, psaProblemsOfOurs, validateWorkloads } from './helpers/k8s-check.js';
 
 const FIX = path.join(ROOT, 'test/fixtures/render');
 const read = (f: string) => fs.readFileSync(path.join(FIX, f), 'utf8');
-const base: RenderOptions = { image: 'ghcr.io/kong-db-init/kong-db-init:test', finish: 'auto', replaceWait: false, allowNoKong: false };
+const base: RenderOptions = { image: 'registry.example.com/kong-db-init:test', pullPolicy: 'IfNotPresent', finish: 'auto', replaceWait: false, allowNoKong: false };
 
 const cases: Array<[string, string, Partial<RenderOptions>]> = [
   ['helm3-postgres', 'helm3-postgres.yaml', {}],
@@ -33,6 +33,7 @@ describe('post-render transform', () => {
       if (process.env.UPDATE_GOLDEN) fs.writeFileSync(golden, output);
       expect(output).toBe(fs.readFileSync(golden, 'utf8'));
       expect(validateWorkloads(output)).toBeGreaterThan(0);
+      expect(psaProblemsOfOurs(output)).toEqual([]);
       // every input document is either removed, edited, or present verbatim
       const outChunks = splitStream(output).map((c) => c.text);
       const verbatim = splitStream(input).filter((c) => outChunks.includes(c.text)).length;
@@ -54,7 +55,8 @@ describe('post-render transform', () => {
     expect(mig.image).toBe(proxy.image);
     expect(mig.env).toEqual(proxy.env);
     expect(mig.envFrom).toEqual(proxy.envFrom);
-    expect(mig.securityContext).toEqual(proxy.securityContext);
+    // neither the pod nor the proxy sets a seccompProfile (a pre-2.30 chart): ours get RuntimeDefault
+    expect(mig.securityContext).toEqual({ ...proxy.securityContext, seccompProfile: { type: 'RuntimeDefault' } });
     expect(mig.volumeMounts).toEqual([...proxy.volumeMounts, { name: 'kong-db-init-bin', mountPath: '/kong-db-init', readOnly: true }]);
     expect(mig.command).toEqual(['/kong-db-init/kong-db-init', 'migrate']);
     for (const k of ['ports', 'readinessProbe', 'livenessProbe', 'lifecycle']) expect(mig[k]).toBeUndefined();
@@ -78,9 +80,10 @@ describe('post-render transform', () => {
     expect(postRender(read('hybrid.yaml'), base).output).toContain(splitStream(read('hybrid.yaml'))[1]!.text);
   });
 
-  it('DB-less: an error without --allow-no-kong, unchanged output with it', () => {
-    expect(() => postRender(read('dbless.yaml'), base)).toThrow(/no Kong workload that uses Postgres.*--allow-no-kong/);
-    expect(postRender(read('dbless.yaml'), { ...base, allowNoKong: true }).output).toBe(read('dbless.yaml'));
+  it('DB-less: passes through unchanged (exit 0) with a note, without --allow-no-kong', () => {
+    const r = postRender(read('dbless.yaml'), base);
+    expect(r.output).toBe(read('dbless.yaml'));
+    expect(r.changes.join('\n')).toMatch(/left alone \(DB-less/);
   });
 
   it('sidecars before proxy: the init container is built from proxy, not the first container', () => {
@@ -93,8 +96,12 @@ describe('post-render transform', () => {
   it.each([
     ['malformed YAML names line and column', '---\nkind: ConfigMap\n---\nkind: Deployment\nspec: [\n  a: b\n', /malformed YAML at line 7, column 1: Flow sequence/],
     ['empty input', '  \n', /empty input/],
-    ['no Kong workload', 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n', /no Kong workload/],
-    ['Kong workload without proxy', 'apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: k\n  labels:\n    app.kubernetes.io/name: kong\nspec:\n  template:\n    spec:\n      containers:\n      - name: gateway\n        image: kong:3.7\n', /Kong workload Deployment\/k has no container named "proxy"/],
+    ['no Kong chart objects at all', 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n', /no Kong chart workload was found.*--allow-no-kong/],
+    [
+      'a Postgres-backed Kong workload without a proxy container',
+      'apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: k\n  labels:\n    app.kubernetes.io/name: kong\nspec:\n  template:\n    spec:\n      containers:\n      - name: gateway\n        image: kong:3.7\n        env:\n        - name: KONG_DATABASE\n          value: postgres\n',
+      /Kong workload Deployment\/k runs Kong with KONG_DATABASE=postgres but has no container named "proxy"/,
+    ],
   ])('%s', (_n, input, re) => {
     expect(() => postRender(input, base)).toThrow(re);
   });
@@ -105,9 +112,9 @@ describe('post-render process (stdin → stdout)', () => {
     execa(process.execPath, [CLI, 'post-render', ...args], { input, reject: false, env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir(), ...env }, extendEnv: false, stripFinalNewline: false });
 
   it('writes the transformed stream and reports what it changed on stderr', async () => {
-    const r = await run(['--finish', 'always'], read('helm3-postgres.yaml'));
+    const r = await run(['--finish', 'always', '--image', 'kong-db-init:ci', '--pull-policy=Never'], read('helm3-postgres.yaml'));
     expect(r.exitCode).toBe(0);
-    expect(r.stdout).toBe(postRender(read('helm3-postgres.yaml'), { ...base, image: r.stdout.match(/image: (ghcr\.io\S+)/)![1]!, finish: 'always' }).output);
+    expect(r.stdout).toBe(postRender(read('helm3-postgres.yaml'), { ...base, image: 'kong-db-init:ci', pullPolicy: 'Never', finish: 'always' }).output);
     expect(r.stderr).toMatch(/removed Job\/demo-kong-init-migrations/);
     expect(r.stderr).toMatch(/Helm 3 never passes hooks to a post-renderer\): set migrations.preUpgrade=false/);
   });
@@ -117,7 +124,8 @@ describe('post-render process (stdin → stdout)', () => {
     [['--finish', 'sometimes'], 'x', 2, /--finish "sometimes" is invalid/],
     [[], '', 20, /empty input/],
     [[], 'a: [\n', 20, /malformed YAML at line 2/],
-    [[], 'apiVersion: v1\nkind: Secret\n', 20, /no Kong workload/],
+    [[], 'apiVersion: v1\nkind: Secret\n', 20, /no Kong chart workload/],
+    [['--pull-policy', 'Sometimes'], 'x', 2, /--pull-policy "Sometimes" is invalid; use Always, IfNotPresent or Never/],
   ])('bad input: flags %j, stdin %j → exit %i, nothing on stdout, the message is also in the error file', async (args, input, code, re) => {
     const errFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-pr-')), 'err.txt');
     const r = await run(code === 20 ? [...args, '--error-file', errFile] : args, input);
@@ -134,11 +142,11 @@ describe('post-render process (stdin → stdout)', () => {
     const filler = Array.from({ length: 400 }, (_, i) => `---\n# Source: big/cm-${i}.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-${i}\ndata:\n  blob: "${'x'.repeat(400)}"\n`).join('');
     const input = filler + read('helm3-postgres.yaml');
     expect(input.length).toBeGreaterThan(200_000);
-    const r = await run([], input);
+    const r = await run([], input, { KONG_DB_INIT_IMAGE: 'kong-db-init:ci' });
     expect(r.exitCode).toBe(0);
     expect(r.stdout.length).toBeGreaterThan(200_000);
     expect(r.stdout.startsWith(filler)).toBe(true);
-    expect(r.stdout).toBe(postRender(input, { ...base, image: r.stdout.match(/image: (ghcr\.io\S+)/)![1]! }).output);
+    expect(r.stdout).toBe(postRender(input, { ...base, image: 'kong-db-init:ci' }).output);
   });
 });
 
@@ -168,9 +176,12 @@ if (!helm.v3) console.warn('skipping the real Helm 3 suite: no helm v3 on PATH, 
 if (!helm.v4) console.warn('skipping the real Helm 4 suite: no helm v4 on PATH, KDI_HELM4_BIN or .tmp/helm4');
 const chart = path.join(ROOT, 'test/fixtures/chart/kong-mini');
 
+const cliEnv = { KONG_DB_INIT_CLI: `${process.execPath} ${CLI}` };
+
 describe.skipIf(!helm.v3)(`helm 3 template through the post-renderer executable${helm.v3 ? '' : ' (skipped: no helm v3 on PATH, KDI_HELM3_BIN or .tmp/helm3)'}`, () => {
+  const pr = path.join(ROOT, 'charts/post-renderer/helm3-post-render');
   it('removes the init Job, injects the init container, leaves the hooks (Helm 3 never passes them)', async () => {
-    const r = await execa(helm.v3!, ['template', 'rel', chart, '--post-renderer', path.join(ROOT, 'charts/post-renderer/helm3-post-render'), '--post-renderer-args', '--finish=always'], { reject: false });
+    const r = await execa(helm.v3!, ['template', 'rel', chart, '--post-renderer', pr, '--post-renderer-args', '--finish=always', '--post-renderer-args', '--image=kong-db-init:ci'], { reject: false, env: cliEnv });
     expect(r.exitCode, r.stderr).toBe(0);
     const out = docs(r.stdout);
     expect(out.map((d) => `${d.kind}/${d.metadata.name}`)).toEqual(['ConfigMap/rel-scripts', 'Deployment/rel-kong', 'Job/rel-kong-pre-upgrade-migrations', 'Job/rel-kong-post-upgrade-migrations']);
@@ -179,27 +190,80 @@ describe.skipIf(!helm.v3)(`helm 3 template through the post-renderer executable$
     expect(out[1]!.spec.template.spec.volumes[0].configMap.defaultMode).toBe(0o755);
     validateWorkloads(r.stdout);
   });
-  it('a failing post-render fails helm with our message', async () => {
-    const r = await execa(helm.v3!, ['template', 'rel', chart, '--set', 'database=off', '--post-renderer', path.join(ROOT, 'charts/post-renderer/helm3-post-render')], { reject: false });
+  it('a failing post-render fails helm with our message (no --image: how to build and push it)', async () => {
+    const r = await execa(helm.v3!, ['template', 'rel', chart, '--post-renderer', pr], { reject: false, env: cliEnv });
     expect(r.exitCode).not.toBe(0);
-    expect(r.stderr).toMatch(/no Kong workload that uses Postgres/);
+    expect(r.stderr).toMatch(/no image for the kong-db-init-install init container: pass --image REF \(or set KONG_DB_INIT_IMAGE\): build and push/);
+  });
+  it('DB-less: helm succeeds and the release is unchanged', async () => {
+    const plain = await execa(helm.v3!, ['template', 'rel', chart, '--set', 'database=off'], { reject: false });
+    const r = await execa(helm.v3!, ['template', 'rel', chart, '--set', 'database=off', '--post-renderer', pr], { reject: false, env: cliEnv });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(docs(r.stdout)).toEqual(docs(plain.stdout));
+  });
+  it('values overlay: generated from a render, applied with -f, round-trips; post-render then changes nothing; --check catches a stale overlay', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-values-'));
+    const user = path.join(dir, 'user.yaml');
+    fs.writeFileSync(user, 'envFrom:\n- secretRef:\n    name: kong-db\ndeployment:\n  initContainers:\n  - name: fetch-geoip\n    image: busybox:1.36\n    command: ["true"]\n    volumeMounts:\n    - {name: geoip, mountPath: /data}\n  userDefinedVolumes:\n  - name: geoip\n    emptyDir: {}\n  userDefinedVolumeMounts:\n  - {name: geoip, mountPath: /opt/geoip}\n');
+    const tpl = async (...f: string[]) => (await execa(helm.v3!, ['template', 'rel', chart, ...f.flatMap((x) => ['-f', x])])).stdout;
+    const values = (input: string, ...args: string[]) => execa(process.execPath, [CLI, 'values', '--image', 'kong-db-init:ci', ...args], { input, reject: false });
+    const first = await values(await tpl(user), '-f', user);
+    expect(first.exitCode, first.stderr).toBe(0);
+    const overlay = path.join(dir, 'kong-db-init-values.yaml');
+    fs.writeFileSync(overlay, first.stdout);
+    const withOverlay = await tpl(user, overlay);
+    const out = docs(withOverlay);
+    expect(out.map((d) => `${d.kind}/${d.metadata.name}`)).toEqual(['ConfigMap/rel-scripts', 'Deployment/rel-kong', 'Job/rel-kong-post-upgrade-migrations']);
+    const spec = out[1]!.spec.template.spec;
+    expect(spec.initContainers.map((c: { name: string }) => c.name)).toEqual(['clear-stale-pid', 'fetch-geoip', 'kong-db-init-install', 'kong-db-init', 'wait-for-db']);
+    const proxy = spec.containers[0];
+    const mig = spec.initContainers[3];
+    expect(mig.env).toEqual(proxy.env);
+    expect(mig.envFrom).toEqual([{ secretRef: { name: 'kong-db' } }]);
+    expect(mig.volumeMounts.slice(0, -1)).toEqual(proxy.volumeMounts);
+    expect(spec.volumes.map((v: { name: string }) => v.name)).toEqual(['scripts', 'geoip', 'kong-db-init-bin']);
+    validateWorkloads(withOverlay);
+    // round trip: the render that includes the overlay gives the same overlay, and post-render leaves it alone
+    const again = await values(withOverlay, '-f', user);
+    expect(again.stdout).toBe(first.stdout);
+    const same = await values(withOverlay, '-f', user, '--check', overlay);
+    expect(same.exitCode, same.stderr).toBe(0);
+    expect(postRender(withOverlay, base).output).toBe(withOverlay);
+    // the user changes the Kong image: the committed overlay is stale
+    fs.appendFileSync(user, 'image: kong:3.8.0\n');
+    const stale = await values(await tpl(user, overlay), '-f', user, '--check', overlay);
+    expect(stale.exitCode).toBe(21);
+    expect(stale.stderr).toMatch(/is stale/);
+    expect(stale.stderr).toMatch(/^- +image: kong:3\.7\.1$/m);
+    expect(stale.stderr).toMatch(/^\+ +image: kong:3\.8\.0$/m);
+    // without -f, a volume of the user's cannot be told from the chart's: refuse rather than drop it
+    const noF = await values(await tpl(user));
+    expect(noF.exitCode).toBe(2);
+    expect(noF.stderr).toMatch(/pass your values files with -f/);
   });
 });
 
 describe.skipIf(!helm.v4)(`helm 4 template through the post-renderer plugin${helm.v4 ? '' : ' (skipped: no helm v4 on PATH, KDI_HELM4_BIN or .tmp/helm4)'}`, () => {
-  it('plugin install, then hooks are passed: the pre-upgrade Job goes, the post-upgrade Job stays', async () => {
+  it('plugin install, then hooks are passed: the pre-upgrade Job goes, the post-upgrade Job stays; a failure shows our message', async () => {
     const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-helm4-'));
-    const env = { ...process.env, HELM_CONFIG_HOME: path.join(home, 'c'), HELM_DATA_HOME: path.join(home, 'd'), HELM_CACHE_HOME: path.join(home, 'x') };
-    delete (env as Record<string, string | undefined>).HELM_PLUGINS;
+    const env: Record<string, string | undefined> = { ...process.env, ...cliEnv, HELM_CONFIG_HOME: path.join(home, 'c'), HELM_DATA_HOME: path.join(home, 'd'), HELM_CACHE_HOME: path.join(home, 'x') };
+    delete env.HELM_PLUGINS;
+    delete env.KONG_DB_INIT_IMAGE;
     const inst = await execa(helm.v4!, ['plugin', 'install', path.join(ROOT, 'charts/post-renderer/kong-db-init')], { env, reject: false });
     expect(inst.exitCode, inst.stderr).toBe(0);
-    const r = await execa(helm.v4!, ['template', 'rel', chart, '--post-renderer', 'kong-db-init'], { env, reject: false });
+    const r = await execa(helm.v4!, ['template', 'rel', chart, '--post-renderer', 'kong-db-init'], { env: { ...env, KONG_DB_INIT_IMAGE: 'kong-db-init:ci' }, reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
     const out = docs(r.stdout);
     expect(out.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual(['ConfigMap/rel-scripts', 'Deployment/rel-kong', 'Job/rel-kong-post-upgrade-migrations']);
     validateWorkloads(r.stdout);
-    const bad = await execa(helm.v4!, ['template', 'rel', chart, '--set', 'database=off', '--post-renderer', 'kong-db-init'], { env: { ...env, TMPDIR: home }, reject: false });
+    // Helm 4 drops a plugin's stderr: the plugin writes to Helm's own stderr, and to the error file
+    // (helm's stderr as a user's terminal or CI log would be: a file here, since a Node parent's would be a socket)
+    const helmStderr = path.join(home, 'helm.stderr');
+    const bad = await execa('sh', ['-c', 'exec "$0" template rel "$1" --post-renderer kong-db-init 2>>"$2"', helm.v4!, chart, helmStderr], { env: { ...env, TMPDIR: home }, reject: false });
+    const seen = fs.readFileSync(helmStderr, 'utf8');
     expect(bad.exitCode).not.toBe(0);
-    expect(fs.readFileSync(path.join(home, 'kong-db-init-post-render.err'), 'utf8')).toMatch(/no Kong workload that uses Postgres/);
+    expect(seen).toMatch(/plugin "kong-db-init" exited with error/);
+    expect(seen, seen).toMatch(/kong-db-init post-render: no image for the kong-db-init-install init container/);
+    expect(fs.readFileSync(path.join(home, 'kong-db-init-post-render.err'), 'utf8')).toMatch(/no image for the kong-db-init-install init container/);
   });
 });

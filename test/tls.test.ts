@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { embeddedServer, type Server } from './helpers/embedded.js';
-import { adminQuery, createDb, KONG_PASSWORD, listCode, runCli, type TestDb } from './helpers/harness.js';
+import { adminQuery, createDb, KONG_PASSWORD, listCode, runCli, until, type TestDb } from './helpers/harness.js';
 
 function hasOpenssl(): boolean {
   try {
@@ -23,6 +23,18 @@ describe.skipIf(skip)('TLS to Postgres', () => {
   let dir: string;
   let db: TestDb;
   const ssl = (c: string[]) => execFileSync('openssl', c, { cwd: dir, stdio: 'ignore' });
+  /** pg_hba.conf: password logins, and for one database also a client certificate signed by our CA. */
+  const writeHba = (mtlsDb: string | undefined) =>
+    fs.writeFileSync(
+      path.join(dir, 'hba.conf'),
+      [
+        mtlsDb ? `hostssl ${mtlsDb} all 127.0.0.1/32 scram-sha-256 clientcert=verify-ca` : '',
+        'local all all scram-sha-256',
+        'host all all 127.0.0.1/32 scram-sha-256',
+        'host all all ::1/128 scram-sha-256',
+      ].join('\n') + '\n',
+      { mode: 0o644 },
+    );
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-tls-'));
@@ -32,7 +44,14 @@ describe.skipIf(skip)('TLS to Postgres', () => {
     ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1']);
     fs.writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
     ssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'san.ext']);
-    server = await embeddedServer({ password: KONG_PASSWORD, started: false, flags: ['-c', 'ssl=on', '-c', `ssl_cert_file=${dir}/server.pem`, '-c', `ssl_key_file=${dir}/server.key`] });
+    ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'client.key', '-out', 'client.csr', '-subj', '/CN=kdi-client']);
+    ssl(['x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'client.pem', '-days', '2']);
+    writeHba(undefined);
+    server = await embeddedServer({
+      password: KONG_PASSWORD,
+      started: false,
+      flags: ['-c', 'ssl=on', '-c', `ssl_cert_file=${dir}/server.pem`, '-c', `ssl_key_file=${dir}/server.key`, '-c', `ssl_ca_file=${dir}/ca.pem`, '-c', `hba_file=${dir}/hba.conf`],
+    });
     const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
     for (const f of ['server.key', 'server.pem']) fs.chownSync(path.join(dir, f), uid, 0);
     fs.chmodSync(path.join(dir, 'server.key'), 0o600);
@@ -59,8 +78,34 @@ describe.skipIf(skip)('TLS to Postgres', () => {
     expect(r.durationMs).toBeLessThan(3000);
   });
 
+  it('pg_ssl_cert / pg_ssl_cert_key: our sessions present the client certificate to a server that requires one', async () => {
+    const target = { host: '127.0.0.1', port: server.port, user: 'postgres', password: KONG_PASSWORD };
+    const mtls = await createDb(target);
+    writeHba(mtls.name);
+    await adminQuery('SELECT pg_reload_conf()', [], 'postgres', target);
+    await until(async () => (await adminQuery('SELECT 1 FROM pg_hba_file_rules WHERE $1 = ANY(database)', [mtls.name], 'postgres', target)).rows.length > 0, 10_000, 'the new pg_hba.conf');
+    const tlsEnv = { KONG_PG_SSL: 'on', KONG_PG_SSL_VERIFY: 'on', KONG_LUA_SSL_TRUSTED_CERTIFICATE: `${dir}/ca.pem` };
+    const without = await runCli(['migrate', '--dry-run'], mtls.env(tlsEnv));
+    expect(without.exitCode, without.stderr).toBe(10);
+    expect(without.stderr).toMatch(/certificate/);
+    const withCert = await runCli(['migrate', '--dry-run'], mtls.env({ ...tlsEnv, KONG_PG_SSL_CERT: `${dir}/client.pem`, KONG_PG_SSL_CERT_KEY: `${dir}/client.key` }));
+    expect(withCert.exitCode, withCert.stderr).toBe(0);
+    expect(withCert.stderr).toMatch(/dry run/);
+  });
+
   it('ssl on, verify off: connects without checking the certificate', async () => {
     const r = await runCli(['status'], db.env({ KONG_PG_SSL: 'on', KONG_PG_SSL_VERIFY: 'off' }));
     expect(r.exitCode, r.stderr).toBe(0);
+  });
+});
+
+describe('pg_ssl_required (the test server has no TLS)', () => {
+  it('pg_ssl=on alone: plain text when the server has no TLS, as Kong (pgmoon) does; pg_ssl_required=on refuses (exit 10)', async () => {
+    const db = await createDb();
+    const preferred = await runCli(['migrate', '--dry-run'], db.env({ KONG_PG_SSL: 'on' }));
+    expect(preferred.exitCode, preferred.stderr).toBe(0);
+    const required = await runCli(['migrate', '--dry-run'], db.env({ KONG_PG_SSL: 'on', KONG_PG_SSL_REQUIRED: 'on' }));
+    expect(required.exitCode).toBe(10);
+    expect(required.stderr).toMatch(/the server does not support SSL connections; fix: .*KONG_PG_SSL_REQUIRED=off/);
   });
 });

@@ -59,6 +59,8 @@ export async function createDb(target: PgAdmin = admin()): Promise<TestDb> {
   await adminQuery(`CREATE ROLE ${user} LOGIN PASSWORD '${KONG_PASSWORD}'`, [], 'postgres', target);
   await adminQuery(`CREATE DATABASE ${name} OWNER ${user}`, [], 'postgres', target);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `kdi-${id}-`));
+  // a used Kong prefix, as in the recorded runs (a missing one adds a line to Kong's stdout)
+  fs.mkdirSync(path.join(dir, 'kong-prefix'));
   const db: TestDb = {
     name,
     user,
@@ -76,6 +78,7 @@ export async function createDb(target: PgAdmin = admin()): Promise<TestDb> {
       KONG_PG_USER: user,
       KONG_PG_PASSWORD: KONG_PASSWORD,
       KONG_PG_DATABASE: name,
+      KONG_PREFIX: path.join(dir, 'kong-prefix'),
       KONG_STANDIN_LOG: path.join(dir, 'standin.log'),
       KONG_DB_INIT_STATUS_FILE: path.join(dir, 'status.json'),
       ...extra,
@@ -112,8 +115,40 @@ export interface StandinEvent {
   pid: number;
   cmd: string;
   ev: string;
+  /** POD_NAME of the environment Kong ran in. */
+  pod?: string;
   id?: string;
   code?: number;
+  /** `worker` events: the pids of the whole chain, top first. */
+  chain?: number[];
+}
+
+/** Whether a process is still running (a zombie counts as gone). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** Every stand-in process (all chains) that this test database's runs started. */
+export function standinPids(db: TestDb): number[] {
+  return [...new Set(standinEvents(db).flatMap((e) => e.chain ?? [e.pid]))];
+}
+
+/** Poll until cond() holds or the deadline passes (for waiting on processes, not for assertions). */
+export async function until(cond: () => boolean | Promise<boolean>, ms = 30_000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 export function standinEvents(db: TestDb): StandinEvent[] {
@@ -166,4 +201,76 @@ export async function listCode(db: TestDb): Promise<number> {
 
 export function readStatus(db: TestDb): Record<string, unknown> {
   return JSON.parse(fs.readFileSync(path.join(db.dir, 'status.json'), 'utf8')) as Record<string, unknown>;
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 for fault tests: forwards to the target until `freeze()`, after which
+ * it keeps every connection open but forwards nothing (a stalled server or network, as seen from
+ * the client); new connections are still forwarded unless `freezeNew` is set.
+ */
+export interface StallProxy {
+  port: number;
+  /** Local ports of the proxy's connections to the target (a backend's client_port when it came through us). */
+  upstreamPorts(): number[];
+  freeze(opts?: { freezeNew?: boolean }): void;
+  close(): Promise<void>;
+}
+
+export async function stallProxy(target: { host: string; port: number }): Promise<StallProxy> {
+  const net = await import('node:net');
+  const sockets = new Set<import('node:net').Socket>();
+  const frozen = new Set<import('node:net').Socket>();
+  let freezeNew = false;
+  const ports: number[] = [];
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target.port, target.host);
+    upstream.on('connect', () => ports.push(upstream.localPort!));
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => sockets.delete(s));
+    }
+    const pipe = (from: import('node:net').Socket, to: import('node:net').Socket) =>
+      from.on('data', (d) => {
+        if (!frozen.has(from) && !freezeNew) to.write(d);
+      });
+    pipe(client, upstream);
+    pipe(upstream, client);
+    // a stalled network does not carry a close either: frozen connections stay open on the server
+    client.on('close', () => {
+      if (!frozen.has(client)) upstream.destroy();
+    });
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as import('node:net').AddressInfo).port,
+    upstreamPorts: () => [...ports],
+    freeze(opts = {}) {
+      for (const s of sockets) frozen.add(s);
+      if (opts.freezeNew) freezeNew = true;
+    },
+    async close() {
+      frozen.clear();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+/** SIGKILL a whole pod: our process group and every Kong stand-in process it started. */
+export function killPod(db: TestDb, cliPid: number): void {
+  try {
+    process.kill(-cliPid, 'SIGKILL');
+  } catch {
+    // gone
+  }
+  // each Kong runs in a process group of its own, led by the spawned (top) process
+  for (const e of standinEvents(db).filter((x) => x.ev === 'start')) {
+    try {
+      process.kill(-e.pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
 }

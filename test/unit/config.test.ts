@@ -18,9 +18,23 @@ describe('Kong configuration', () => {
     expect(k.user).toBe('admin');
     expect(k.confExplicit).toBe(false);
   });
-  it('KONG_PG_PASSWORD_FILE wins and loses its trailing newline', () => {
-    const k = loadKongConfig({ KONG_PG_PASSWORD: 'x', KONG_PG_PASSWORD_FILE: '/pw' }, undefined, files({ '/pw': 'from-file\n' }));
-    expect(k.password).toBe('from-file');
+  it('KONG_PG_PASSWORD_FILE: trailing newlines go, like `$(< file)` in the Kong image; spaces and CR stay', () => {
+    expect(loadKongConfig({ KONG_PG_PASSWORD_FILE: '/pw' }, undefined, files({ '/pw': 'from-file\n\n\n' })).password).toBe('from-file');
+    expect(loadKongConfig({ KONG_PG_PASSWORD_FILE: '/pw' }, undefined, files({ '/pw': ' sp ace \r\n' })).password).toBe(' sp ace \r');
+    expect(loadKongConfig({ KONG_PG_PASSWORD: '', KONG_PG_PASSWORD_FILE: '/pw' }, undefined, files({ '/pw': 'f' })).password).toBe('f');
+  });
+  it('KONG_PG_USER_FILE and KONG_PG_DATABASE_FILE too, and the Kong child gets the values', () => {
+    const k = loadKongConfig({ KONG_PG_USER_FILE: '/u', KONG_PG_DATABASE_FILE: '/d' }, undefined, files({ '/u': 'admin\n', '/d': 'kongdb\n' }));
+    expect(k).toMatchObject({ user: 'admin', db: 'kongdb', fromFiles: { KONG_PG_USER: 'admin', KONG_PG_DATABASE: 'kongdb' } });
+  });
+  it('both KONG_PG_PASSWORD and KONG_PG_PASSWORD_FILE: refused, as the Kong image refuses it', () => {
+    expect(() => loadKongConfig({ KONG_PG_PASSWORD: 'x', KONG_PG_PASSWORD_FILE: '/pw' }, undefined, files({ '/pw': 'y' }))).toThrow(
+      /both KONG_PG_PASSWORD and KONG_PG_PASSWORD_FILE are set, but they are exclusive.*unset one of them/,
+    );
+  });
+  it('a broken kong.conf line that may hold a secret is not echoed', () => {
+    expect(() => parseKongConf('pg_password: hunter2-secret\n', '/k.conf')).toThrow(/\/k.conf:1: expected "key = value", got a line starting with "pg_password" \(not shown/);
+    expect(() => parseKongConf('pg_password: hunter2-secret\n', '/k.conf')).not.toThrow(/hunter2/);
   });
   it.each([
     [{ KONG_PG_PORT: 'abc' }, /KONG_PG_PORT="abc" is not a number/],
@@ -35,6 +49,48 @@ describe('Kong configuration', () => {
   });
   it('a broken kong.conf line names file and line', () => {
     expect(() => parseKongConf('pg_host = a\nthis is not valid\n', '/k.conf')).toThrow(/\/k.conf:2: expected "key = value"/);
+  });
+  it('{vault://env/…} references in pg settings are resolved like Kong\'s env vault', () => {
+    const env = {
+      KONG_PG_PASSWORD: '{vault://env/pg-password}',
+      PG_PASSWORD: 'from-vault',
+      KONG_PG_USER: '{vault://env/db-creds/user}',
+      DB_CREDS: '{"user":"vault_user","password":"p"}',
+      KONG_PG_DATABASE: '{vault://env/name?prefix=kong-}',
+      KONG_NAME: 'vaultdb',
+    };
+    expect(loadKongConfig(env, undefined, files({}))).toMatchObject({ password: 'from-vault', user: 'vault_user', db: 'vaultdb' });
+  });
+  it('vault_env_prefix (KONG_VAULT_ENV_PREFIX or kong.conf) applies unless the reference has its own prefix', () => {
+    const conf = 'vault_env_prefix = secure_\npg_password = {vault://env/pg-password}\n';
+    expect(loadKongConfig({ KONG_CONF: '/k.conf', SECURE_PG_PASSWORD: 's' }, undefined, files({ '/k.conf': conf })).password).toBe('s');
+    expect(loadKongConfig({ KONG_VAULT_ENV_PREFIX: 'x_', KONG_PG_PASSWORD: '{vault://env/pw?prefix=y_}', Y_PW: 'y' }, undefined, files({})).password).toBe('y');
+  });
+  it.each([
+    [{ KONG_PG_PASSWORD: '{vault://aws/pg/password}' }, /KONG_PG_PASSWORD \(\{vault:\/\/aws\/pg\/password\}\): vault "aws" cannot be read by kong-db-init.*\{vault:\/\/env\/NAME\}/],
+    [{ KONG_PG_PASSWORD: '{vault://env/pg-password}' }, /KONG_PG_PASSWORD \(\{vault:\/\/env\/pg-password\}\): environment variable PG_PASSWORD is not set/],
+    [{ KONG_PG_PASSWORD: '{vault://env/creds/password}', CREDS: 'not json' }, /environment variable CREDS does not hold a JSON object \(needed for the key "password"\)/],
+    [{ KONG_PG_PASSWORD: '{vault://env/creds/password}', CREDS: '{"pw":"x"}' }, /the JSON object in CREDS has no field "password"/],
+    [{ KONG_PG_HOST: '{vault://env/}' }, /KONG_PG_HOST \(\{vault:\/\/env\/\}\): the reference has no resource/],
+    [{ KONG_PG_PASSWORD: '{vault://env/pw}', PW: 'x', KONG_VAULTS: 'off' }, /KONG_VAULTS=off turns Kong's env vault off.*add "bundled"/],
+  ])('%j → config error naming the setting, never the value', (env, re) => {
+    expect(() => loadKongConfig(env, undefined, files({}))).toThrow(re);
+    expect(() => loadKongConfig(env, undefined, files({}))).not.toThrow(/not json|"x"/);
+  });
+  it('pg_ssl_required defaults to off (plain text when the server has no TLS, like Kong); on refuses', () => {
+    expect(loadKongConfig({ KONG_PG_SSL: 'on' }, undefined, files({})).sslRequired).toBe(false);
+    expect(loadKongConfig({ KONG_PG_SSL: 'on', KONG_PG_SSL_REQUIRED: 'on' }, undefined, files({})).sslRequired).toBe(true);
+    expect(() => loadKongConfig({ KONG_PG_SSL_REQUIRED: 'yes' }, undefined, files({}))).toThrow(/KONG_PG_SSL_REQUIRED="yes" is not a boolean/);
+  });
+  it('pg_ssl_cert / pg_ssl_cert_key: read when pg_ssl is on, both needed, PEM checked', () => {
+    const pem = { '/c.pem': '-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n', '/k.pem': '-----BEGIN PRIVATE KEY-----\ny\n-----END PRIVATE KEY-----\n' };
+    const on = { KONG_PG_SSL: 'on', KONG_PG_SSL_CERT: '/c.pem', KONG_PG_SSL_CERT_KEY: '/k.pem' };
+    expect(loadKongConfig(on, undefined, files(pem))).toMatchObject({ clientCert: pem['/c.pem'], clientKey: pem['/k.pem'] });
+    expect(loadKongConfig({ ...on, KONG_PG_SSL: 'off' }, undefined, files(pem)).clientCert).toBeUndefined();
+    expect(() => loadKongConfig({ ...on, KONG_PG_SSL_CERT_KEY: '' }, undefined, files(pem))).toThrow(/KONG_PG_SSL_CERT is set but pg_ssl_cert_key is not/);
+    expect(() => loadKongConfig({ ...on, KONG_PG_SSL_CERT: '' }, undefined, files(pem))).toThrow(/KONG_PG_SSL_CERT_KEY is set but pg_ssl_cert is not/);
+    expect(() => loadKongConfig({ ...on, KONG_PG_SSL_CERT: '/nope.pem' }, undefined, files(pem))).toThrow(/KONG_PG_SSL_CERT: client certificate file \/nope.pem not found/);
+    expect(() => loadKongConfig({ ...on, KONG_PG_SSL_CERT_KEY: '/c.pem' }, undefined, files(pem))).toThrow(/KONG_PG_SSL_CERT_KEY: \/c.pem is not a PEM private key/);
   });
   it('DB-less needs no Postgres settings', () => {
     expect(loadKongConfig({ KONG_DATABASE: 'off', KONG_PG_HOST: '' }, undefined, files({})).database).toBe('off');

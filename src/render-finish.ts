@@ -1,0 +1,142 @@
+/**
+ * What the post-renderer (and the values overlay) adds to a Kong workload so that
+ * `kong migrations finish` runs after the rollout: a `finish` sidecar in the Kong image, a
+ * projected service-account token for it alone, the group label, and a namespaced Role +
+ * RoleBinding that may only `list` workloads, ReplicaSets and pods. Pure: workload in, additions out.
+ */
+import { BIN_PATH, BIN_VOLUME, IMAGE_DIR } from './render.js';
+import { GROUP_LABEL, IMAGE_ANNOTATION } from './rollout.js';
+import { SA_DIR } from './k8s.js';
+
+export const FINISH_CONTAINER = 'kong-db-init-finish';
+export const TOKEN_VOLUME = 'kong-db-init-finish-token';
+
+export interface FinishRenderOptions {
+  /** Label value shared by every Kong workload on the same database (default "default"). */
+  group?: string;
+  /** Other namespaces whose Kong workloads use the same database (each needs the Role too). */
+  namespaces?: string[];
+  /** Release namespace, used when the workload has none (RoleBinding subjects need one). */
+  namespace?: string;
+  /** All-in-one image mode: the program is in the image at IMAGE_DIR instead of the emptyDir. */
+  allInOne?: boolean;
+  /** How long the sidecar waits for the rollout (default 6h). */
+  deadline?: string;
+}
+
+type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+export interface FinishAdditions {
+  /** Labels for the workload's metadata and its pod template's metadata. */
+  labels: Record<string, string>;
+  /** Annotations for the pod template. */
+  podAnnotations: Record<string, string>;
+  /** Appended to spec.template.spec.containers. */
+  container: Obj;
+  /** Appended to spec.template.spec.volumes. */
+  volume: Obj;
+  /** New documents: Role and RoleBinding. */
+  documents: Obj[];
+}
+
+export class FinishRenderError extends Error {}
+
+/** The Role's rules: the narrowest set `finish` works with. */
+export const FINISH_RULES = [
+  { apiGroups: ['apps'], resources: ['deployments', 'statefulsets', 'daemonsets', 'replicasets'], verbs: ['list'] },
+  { apiGroups: [''], resources: ['pods'], verbs: ['list'] },
+];
+
+/** The sidecar, token volume, labels and RBAC for one Kong workload (Deployment, StatefulSet or DaemonSet). */
+export function finishAdditions(workload: Obj, o: FinishRenderOptions = {}): FinishAdditions {
+  const name = workload?.metadata?.name as string | undefined;
+  const podSpec = workload?.spec?.template?.spec as Obj | undefined;
+  const proxy = (podSpec?.containers as Obj[] | undefined)?.find((c) => c.name === 'proxy');
+  if (!name || !podSpec || !proxy) throw new FinishRenderError(`${workload?.kind ?? 'document'}/${name ?? '?'}: not a Kong workload with a "proxy" container`);
+  const namespace = (workload.metadata.namespace as string | undefined) ?? o.namespace;
+  if (!namespace) throw new FinishRenderError(`${workload.kind}/${name} has no metadata.namespace: pass the release namespace (--namespace) so the RoleBinding can name the service account`);
+  const group = o.group ?? 'default';
+  const image = String(proxy.image ?? '');
+  const bin = o.allInOne ? `${IMAGE_DIR}/kong-db-init` : `${BIN_PATH}/kong-db-init`;
+  const args = ['--then-idle', `--deadline=${o.deadline ?? '6h'}`, `--group=${group}`, `--kong-image=${image}`];
+  if (o.namespaces?.length) args.push(`--namespaces=${[namespace, ...o.namespaces.filter((n) => n !== namespace)].join(',')}`);
+  const mounts: Obj[] = [...((proxy.volumeMounts as Obj[] | undefined) ?? []).filter((m) => m.mountPath !== SA_DIR)];
+  if (!o.allInOne) mounts.push({ name: BIN_VOLUME, mountPath: BIN_PATH, readOnly: true });
+  mounts.push({ name: TOKEN_VOLUME, mountPath: SA_DIR, readOnly: true });
+  const container: Obj = {
+    name: FINISH_CONTAINER,
+    image,
+    ...(proxy.imagePullPolicy ? { imagePullPolicy: proxy.imagePullPolicy } : {}),
+    command: [bin, 'finish'],
+    args,
+    env: [...((proxy.env as Obj[] | undefined) ?? []), { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }],
+    ...(proxy.envFrom ? { envFrom: proxy.envFrom } : {}),
+    volumeMounts: mounts,
+    ...(proxy.securityContext ? { securityContext: proxy.securityContext } : {}),
+    resources: { requests: { cpu: '5m', memory: '48Mi' }, limits: { memory: '192Mi' } },
+    terminationMessagePolicy: 'FallbackToLogsOnError',
+  };
+  const volume = {
+    name: TOKEN_VOLUME,
+    projected: {
+      sources: [
+        { serviceAccountToken: { path: 'token', expirationSeconds: 3607 } },
+        { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+        { downwardAPI: { items: [{ path: 'namespace', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } }] } },
+      ],
+    },
+  };
+  const sa = (podSpec.serviceAccountName as string | undefined) ?? 'default';
+  const rbacName = `${name}-kong-db-init-finish`;
+  const documents = [namespace, ...(o.namespaces ?? []).filter((n) => n !== namespace)].flatMap((ns) => [
+    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: rbacName, namespace: ns, labels: { [GROUP_LABEL]: group } }, rules: FINISH_RULES },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'RoleBinding',
+      metadata: { name: rbacName, namespace: ns, labels: { [GROUP_LABEL]: group } },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: rbacName },
+      subjects: [{ kind: 'ServiceAccount', name: sa, namespace }],
+    },
+  ]);
+  return { labels: { [GROUP_LABEL]: group }, podAnnotations: { [IMAGE_ANNOTATION]: image }, container, volume, documents };
+}
+
+/** Apply the additions to a plain workload object (a copy): what the post-renderer would write. */
+export function applyFinish(workload: Obj, add: FinishAdditions): Obj {
+  const w = structuredClone(workload);
+  w.metadata.labels = { ...(w.metadata.labels ?? {}), ...add.labels };
+  const t = w.spec.template;
+  t.metadata = { ...(t.metadata ?? {}), labels: { ...(t.metadata?.labels ?? {}), ...add.labels }, annotations: { ...(t.metadata?.annotations ?? {}), ...add.podAnnotations } };
+  const containers = (t.spec.containers as Obj[]).filter((c) => c.name !== FINISH_CONTAINER);
+  t.spec.containers = [...containers, add.container];
+  t.spec.volumes = [...((t.spec.volumes as Obj[] | undefined) ?? []).filter((v) => v.name !== TOKEN_VOLUME), add.volume];
+  return w;
+}
+
+/**
+ * The same for the values path (Argo CD, Flux): Kong chart values that add the sidecar, the
+ * token volume, the labels and the RBAC objects, and turn off the post-upgrade finish Job.
+ */
+export function finishValues(o: { image: string; namespace: string; serviceAccount: string; workloadName: string; group?: string }): Obj {
+  const fake = {
+    kind: 'Deployment',
+    metadata: { name: o.workloadName, namespace: o.namespace },
+    spec: { template: { spec: { serviceAccountName: o.serviceAccount, containers: [{ name: 'proxy', image: o.image }] } } },
+  };
+  const add = finishAdditions(fake, { group: o.group, namespace: o.namespace });
+  const container = {
+    ...add.container,
+    env: [{ name: 'KONG_DATABASE', value: 'postgres' }, ...(add.container.env as Obj[])],
+    envFrom: [{ secretRef: { name: 'kong-db' } }],
+    volumeMounts: [...(add.container.volumeMounts as Obj[]), { name: 'kong-db-init-tmp', mountPath: '/tmp' }],
+  };
+  // every migrations Job off: the chart copies sidecarContainers into its Job pods, where an idling finisher would never end
+  return {
+    migrations: { init: false, preUpgrade: false, postUpgrade: false },
+    extraLabels: add.labels,
+    podLabels: add.labels,
+    podAnnotations: add.podAnnotations,
+    deployment: { sidecarContainers: [container], userDefinedVolumes: [add.volume] },
+    extraObjects: add.documents,
+  };
+}

@@ -1,0 +1,102 @@
+/**
+ * One Kong step (`kong migrations bootstrap|up|finish`) run to its outcome: run it, re-read the
+ * state, classify (plan.ts `classifyStep`), and retry what Kong's own lock or a concurrent change
+ * refused, within the deadline. A signal never cuts the step short by itself (kong.ts lets it
+ * finish within --grace-period); what happened is reported truthfully.
+ */
+import type { FinishPolicy } from './config.js';
+import { ExitCode, InitError, Interrupted } from './errors.js';
+import { lastLines, readStepOutput, type KongCli } from './kong.js';
+import type { KongLockRow } from './kong-tables.js';
+import type { Logger } from './log.js';
+import { classifyStep, decide, stateName, retryDelay, type Action, type SchemaState } from './plan.js';
+import type { ActionRecord } from './status.js';
+import { sleep } from './wait.js';
+
+/** How long the state may be re-read after a signal (inside the pod's termination grace). */
+export const REREAD_AFTER_SIGNAL_MS = 5000;
+
+export interface StepContext {
+  cli: KongCli;
+  log: Logger;
+  signal: AbortSignal;
+  deadline: number;
+  finish: FinishPolicy;
+  /** Kong's `locks` row as it is now (read on a live connection). */
+  kongLock(): Promise<KongLockRow | undefined>;
+  /** Every attempt's record, in order (the summary's `actions`). */
+  record(r: ActionRecord): void;
+  /** The last state read (the summary's `state_after`). */
+  observed(s: SchemaState): void;
+}
+
+/** Run `action` from state `before` until it progressed (returns the new state) or failed (throws). */
+export async function runStep(action: Action, before: SchemaState, sc: StepContext): Promise<SchemaState> {
+  const { cli, log, signal } = sc;
+  for (let attempt = 1; ; attempt++) {
+    log.info(`running kong migrations ${action}`, { attempt, state: stateName(before) });
+    const r = await cli.migrations(action, signal);
+    const rec: ActionRecord = { action, ms: r.durationMs, exit: r.exitCode };
+    if (signal.aborted) {
+      rec.note = r.killed ? 'killed mid-step after --grace-period' : 'finished after the signal';
+      sc.record(rec);
+      let now = 'unknown (could not re-read it)';
+      try {
+        const after = await cli.list(AbortSignal.timeout(REREAD_AFTER_SIGNAL_MS));
+        sc.observed(after);
+        now = `"${stateName(after)}"`;
+      } catch {
+        // leave it unknown
+      }
+      throw new Interrupted(
+        r.killed
+          ? `kong migrations ${action} was still running after --grace-period and was killed mid-step; the schema is now ${now}; rerun to complete it`
+          : `kong migrations ${action} finished (exit ${r.exitCode}) after the signal; the schema is now ${now}`,
+      );
+    }
+    const after = await cli.list(signal);
+    sc.observed(after);
+    const lockRow = await sc.kongLock();
+    const outcome = classifyStep({ exitCode: r.exitCode, facts: readStepOutput(r), before, after, kongLockHeld: lockRow !== undefined });
+    switch (outcome) {
+      case 'failed':
+        sc.record(rec);
+        throw new InitError(ExitCode.KONG_FAILED, `kong migrations ${action} exited ${r.exitCode} and the schema is now "${stateName(after)}": ${lastLines(r.stderr || r.stdout, 8)}`);
+      case 'stuck':
+        sc.record(rec);
+        throw new InitError(ExitCode.KONG_FAILED, `kong migrations ${action} exited ${r.exitCode} but the schema is still "${stateName(after)}": ${lastLines(r.stdout || r.stderr, 8)}`);
+      case 'progressed':
+      case 'progressed-after-race':
+        if (outcome === 'progressed-after-race') rec.note = `race error, but the state moved on: ${lastLines(r.stderr, 1)}`;
+        sc.record(rec);
+        log.info(`kong migrations ${action} done`, { ms: r.durationMs, state: stateName(after) });
+        return after;
+      case 'race':
+        if (attempt >= 8) {
+          sc.record(rec);
+          throw new InitError(ExitCode.KONG_FAILED, `kong migrations ${action} kept failing with a concurrent-change error (is another \`kong migrations\` running, e.g. the chart's init-migrations Job?): ${lastLines(r.stderr, 2)}`);
+        }
+        break;
+      case 'aborted':
+        break;
+    }
+    rec.note = outcome === 'aborted' ? 'aborted: Kong lock held' : 'race error';
+    sc.record(rec);
+    const wait = retryDelay(lockRow?.ms_left, attempt);
+    const fix = lockRow
+      ? `Kong's own "migrations" lock row is held by owner ${lockRow.owner} until ${lockRow.ttl}; if no Kong migration is running it was left by a killed run and expires then (or delete it: DELETE FROM locks WHERE key = 'migrations')`
+      : 'another Kong node changed the database at the same time';
+    if (Date.now() + wait > sc.deadline) {
+      throw new InitError(ExitCode.DEADLINE, `deadline reached while kong migrations ${action} kept being refused: ${fix}; raise --deadline`);
+    }
+    log.warn(outcome === 'aborted' ? `kong migrations ${action} was aborted by Kong's own lock; retrying` : `kong migrations ${action} hit a concurrent change; retrying`, {
+      kong_lock_owner: lockRow?.owner,
+      kong_lock_until: lockRow?.ttl,
+      next_try_ms: wait,
+    });
+    await sleep(wait, signal);
+    before = await cli.list(signal);
+    sc.observed(before);
+    if (decide(before, sc.finish).actions[0] !== action) return before;
+  }
+}
