@@ -1,6 +1,7 @@
 /** `kong-db-init post-render`: the I/O edge of the Helm post-renderer (stdin → stdout). */
 import fs from 'node:fs';
 import { DEFAULT_ERROR_FILE, flagHelp, parseRenderArgs } from './render-args.js';
+import { finishInjection } from './render-finish.js';
 import { RENDER_EXIT, RenderError } from './render-errors.js';
 import { postRender } from './render.js';
 
@@ -68,6 +69,7 @@ export async function postRenderMain(argv: string[], env: Record<string, string 
     return 0;
   }
   try {
+    if (opts.finishSidecar) opts.injections = [finishInjection({ ...opts.finishOptions, allInOne: Boolean(opts.allInOne) })];
     const { output, changes } = postRender(await readStdin(), opts);
     for (const c of changes) process.stderr.write(`kong-db-init post-render: ${c}\n`);
     await writeOut(output);

@@ -8,8 +8,11 @@ import { FINISH_POLICIES, type FinishPolicy } from './config.js';
 import { PULL_POLICIES, type PullPolicy } from './render-containers.js';
 import { RENDER_EXIT, RenderError } from './render-errors.js';
 import type { RenderOptions } from './render.js';
+import type { FinishRenderOptions } from './render-finish.js';
 
 export interface RenderArgs extends RenderOptions {
+  /** `--finish-sidecar`: options of the finish sidecar (src/render-finish.ts). */
+  finishOptions?: FinishRenderOptions;
   errorFile: string;
   help: boolean;
   /** `values` only: the user's own values files (-f), in Helm's order. */
@@ -72,6 +75,18 @@ export const FLAGS: FlagSpec[] = [
   { flag: '--requests', arg: 'k=v,...', commands: BOTH, help: "resources.requests of the migrate container (default: the proxy's, or cpu=100m,memory=256Mi when it has none)", apply: (o, v) => (o.requests = parseKv(v, '--requests')) },
   { flag: '--limits', arg: 'k=v,...', commands: BOTH, help: "resources.limits of the migrate container (default: the proxy's, or memory=512Mi when it has none)", apply: (o, v) => (o.limits = parseKv(v, '--limits')) },
   { flag: '--mesh-ready', commands: BOTH, help: 'the pod has no mesh sidecar that starts after init containers (native sidecars, or Postgres excluded from the mesh)', apply: (o) => (o.meshReady = true) },
+  {
+    flag: '--finish-sidecar',
+    commands: ['post-render'],
+    help: "run `kong migrations finish` after the rollout: a finish sidecar in each Kong pod, a Role/RoleBinding that may only list workloads and pods, and the chart's post-upgrade Job removed",
+    apply: (o) => {
+      o.finishSidecar = true;
+      o.finishOptions ??= {};
+    },
+  },
+  { flag: '--finish-group', arg: 'NAME', commands: ['post-render'], help: 'with --finish-sidecar: the group of Kong workloads on one database that finish waits for (default "default")', apply: (o, v) => ((o.finishOptions ??= {}).group = v) },
+  { flag: '--finish-namespaces', arg: 'NS,...', commands: ['post-render'], help: 'with --finish-sidecar: other namespaces with Kong workloads on the same database', apply: (o, v) => ((o.finishOptions ??= {}).namespaces = v.split(',').filter(Boolean)) },
+  { flag: '--namespace', arg: 'NS', env: 'HELM_NAMESPACE', commands: ['post-render'], help: "with --finish-sidecar: the release namespace, for workloads rendered without metadata.namespace (Helm passes it to plugins as HELM_NAMESPACE)", apply: (o, v) => ((o.finishOptions ??= {}).namespace = v) },
   { flag: '--allow-no-kong', commands: ['post-render'], help: 'pass input without any Kong chart workload through unchanged', apply: (o) => (o.allowNoKong = true) },
   { flag: '--error-file', arg: 'PATH', commands: ['post-render'], help: `also write errors here (Helm 4 discards a plugin's stderr; default ${DEFAULT_ERROR_FILE})`, apply: (o, v) => (o.errorFile = v) },
   { flag: '--values', alias: '-f', arg: 'FILE', commands: ['values'], help: 'your own values file, as given to helm (repeat in the same order): your deployment.initContainers and userDefinedVolumes are kept from it', apply: (o, v) => o.valuesFiles.push(v) },
@@ -113,6 +128,9 @@ export function parseRenderArgs(cmd: Cmd, argv: string[], env: Record<string, st
     const v = eq > 0 ? raw.slice(eq + 1) : argv[++i];
     if (v === undefined || v === '') throw usage(`${flag} needs a value (${s.arg})`);
     s.apply(o, v);
+  }
+  if (!o.finishSidecar && (o.finishOptions?.group !== undefined || o.finishOptions?.namespaces !== undefined)) {
+    throw usage('--finish-group and --finish-namespaces go with --finish-sidecar');
   }
   return o;
 }

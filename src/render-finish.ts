@@ -4,7 +4,8 @@
  * projected service-account token for it alone, the group label, and a namespaced Role +
  * RoleBinding that may only `list` workloads, ReplicaSets and pods. Pure: workload in, additions out.
  */
-import { BIN_PATH, BIN_VOLUME, IMAGE_DIR } from './render.js';
+import { stringify, type Document, type YAMLSeq } from 'yaml';
+import { BIN_PATH, BIN_VOLUME, IMAGE_DIR, RenderError, type Injection } from './render.js';
 import { GROUP_LABEL, IMAGE_ANNOTATION } from './rollout.js';
 import { SA_DIR } from './k8s.js';
 
@@ -138,5 +139,34 @@ export function finishValues(o: { image: string; namespace: string; serviceAccou
     podAnnotations: add.podAnnotations,
     deployment: { sidecarContainers: [container], userDefinedVolumes: [add.volume] },
     extraObjects: add.documents,
+  };
+}
+
+/**
+ * The post-renderer's injection (`post-render --finish-sidecar`): the same additions as
+ * `finishAdditions`, applied to the workload's YAML document in place (comments and quoting kept),
+ * the Role and RoleBinding appended to the stream.
+ */
+export function finishInjection(fo: FinishRenderOptions): Injection {
+  return (doc: Document) => {
+    let add: FinishAdditions;
+    try {
+      add = finishAdditions(doc.toJS() as Obj, fo);
+    } catch (e) {
+      throw e instanceof FinishRenderError ? new RenderError(e.message) : e;
+    }
+    for (const [k, v] of Object.entries(add.labels)) {
+      doc.setIn(['metadata', 'labels', k], v);
+      doc.setIn(['spec', 'template', 'metadata', 'labels', k], v);
+    }
+    for (const [k, v] of Object.entries(add.podAnnotations)) doc.setIn(['spec', 'template', 'metadata', 'annotations', k], v);
+    (doc.getIn(['spec', 'template', 'spec', 'containers']) as YAMLSeq).add(doc.createNode(add.container));
+    const vols = doc.getIn(['spec', 'template', 'spec', 'volumes']) as YAMLSeq | undefined;
+    if (vols) vols.add(doc.createNode(add.volume));
+    else doc.setIn(['spec', 'template', 'spec', 'volumes'], doc.createNode([add.volume]));
+    return {
+      changes: [`added container ${FINISH_CONTAINER} (kong migrations finish after the rollout), volume ${TOKEN_VOLUME}, label ${Object.keys(add.labels).join(',')}, Role/RoleBinding ${add.documents[0]?.metadata?.name}`],
+      documents: add.documents.map((d) => stringify(d)),
+    };
   };
 }

@@ -23,6 +23,8 @@ export interface RenderOptions extends ContainerOptions {
   meshReady?: boolean;
   /** Further injections into each target workload, run after ours (e.g. the finish sidecar). */
   injections?: Injection[];
+  /** `finish` runs after the rollout (the finish sidecar): the chart's post-upgrade Job goes too. */
+  finishSidecar?: boolean;
 }
 
 /**
@@ -118,9 +120,10 @@ export function planRelease(parsed: Parsed[], o: RenderOptions): ReleasePlan {
   }
   const removeJobs: number[] = [];
   jobs.forEach((role, i) => {
-    if (role === 'init' || role === 'pre-upgrade') {
+    if (role === 'init' || role === 'pre-upgrade' || (role === 'post-upgrade' && o.finishSidecar)) {
       removeJobs.push(i);
-      notes.push(`removed Job/${parsed[i]!.job!.name} (${role === 'init' ? 'kong migrations bootstrap' : 'kong migrations up'}: the init container does it)`);
+      const what = role === 'init' ? 'kong migrations bootstrap' : role === 'pre-upgrade' ? 'kong migrations up' : 'kong migrations finish';
+      notes.push(`removed Job/${parsed[i]!.job!.name} (${what}: ${role === 'post-upgrade' ? 'the finish sidecar does it after the rollout' : 'the init container does it'})`);
     }
   });
   if (hooksOnly) notes.push('hooks only (Helm 4 SDK post-render strategy "separate"): removed the migration Jobs that the init container replaces');

@@ -151,7 +151,7 @@ export async function psql(ns: string, sql: string): Promise<string> {
 export interface HelmRun extends Res {}
 
 /** helm upgrade --install of the e2e chart through the post-renderer (Helm 3 executable or Helm 4 plugin). */
-export async function helmInstall(o: { helm: 3 | 4; ns: string; release: string; set: Record<string, string | number | boolean>; finishSidecar?: boolean; finishArgs?: object }): Promise<HelmRun> {
+export async function helmInstall(o: { helm: 3 | 4; ns: string; release: string; set: Record<string, string | number | boolean>; finishSidecar?: boolean }): Promise<HelmRun> {
   const bin = o.helm === 3 ? process.env.KDI_E2E_HELM3! : process.env.KDI_E2E_HELM4!;
   const home = path.join(os.tmpdir(), `kdi-e2e-helm${o.helm}`);
   const dist = process.env.KDI_E2E_DIST!;
@@ -161,8 +161,7 @@ export async function helmInstall(o: { helm: 3 | 4; ns: string; release: string;
     HELM_CONFIG_HOME: path.join(home, 'config'),
     HELM_DATA_HOME: path.join(home, 'data'),
     HELM_CACHE_HOME: path.join(home, 'cache'),
-    KONG_DB_INIT_CLI: o.finishSidecar ? path.join(ROOT, 'test/e2e/post-render-with-finish.sh') : `node ${dist}/cli.js`,
-    KDI_FINISH_ARGS: JSON.stringify(o.finishArgs ?? {}),
+    KONG_DB_INIT_CLI: `node ${dist}/cli.js`,
   };
   delete env.HELM_PLUGINS;
   let renderer = path.join(ROOT, 'charts/post-renderer/helm3-post-render');
@@ -176,6 +175,7 @@ export async function helmInstall(o: { helm: 3 | 4; ns: string; release: string;
   }
   const sets = Object.entries(o.set).flatMap(([k, v]) => ['--set', `${k}=${v}`]);
   const args = ['upgrade', '--install', o.release, CHART, '-n', o.ns, ...sets, '--post-renderer', renderer, '--post-renderer-args', '--image=kong-db-init:ci', '--post-renderer-args', '--pull-policy=Never'];
+  if (o.finishSidecar) args.push('--post-renderer-args', '--finish-sidecar', '--post-renderer-args', `--namespace=${o.ns}`);
   const r = await execa(bin, args, { env, reject: false });
   return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }

@@ -62,7 +62,6 @@ export function setup(): void {
     return;
   }
   process.env.KDI_E2E_DIST = path.dirname(buildDist(outDir));
-  execFileSync(path.join(ROOT, 'node_modules/.bin/esbuild'), [path.join(ROOT, 'test/e2e/add-finish.ts'), '--bundle', '--platform=node', '--format=esm', '--target=node20', `--outfile=${outDir}/add-finish.js`, '--log-level=warning', `--banner:js=import { createRequire as __r } from 'node:module'; const require = __r(import.meta.url);`], { stdio: 'inherit' });
 }
 
 export function teardown(): void {

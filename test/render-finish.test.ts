@@ -1,0 +1,76 @@
+/**
+ * `post-render --finish-sidecar` (issue 10): the finish sidecar, its token volume, labels and RBAC
+ * injected by the real post-renderer process into real renders of the Kong chart, the chart's
+ * post-upgrade Job removed when Helm 4 passes hooks, every output strictly decoded and checked
+ * against Pod Security `restricted`.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { FINISH_CONTAINER, FINISH_RULES, TOKEN_VOLUME } from '../src/render-finish.js';
+import { GROUP_LABEL, IMAGE_ANNOTATION } from '../src/rollout.js';
+import { CLI, ROOT } from './helpers/harness.js';
+import { docs, psaRestricted, validateWorkloads } from './helpers/k8s-check.js';
+
+type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+const FIX = path.join(ROOT, 'test/fixtures/render');
+const run = (input: string, args: string[], env: Record<string, string> = {}) =>
+  execa(process.execPath, [CLI, 'post-render', '--image', 'kong-db-init:ci', ...args], { input, reject: false, extendEnv: false, env: { PATH: process.env.PATH!, ...env }, stripFinalNewline: false });
+
+describe('post-render --finish-sidecar', () => {
+  const enterprise = fs.readFileSync(path.join(FIX, 'chart-3.4.1-enterprise.yaml'), 'utf8');
+
+  it('adds the sidecar (Kong image, proxy env), the token volume, the labels and a list-only Role to the real chart 3.4.1 render', async () => {
+    const r = await run(enterprise, ['--finish-sidecar', '--finish-group', 'edge', '--namespace', 'kong']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const all = docs(r.stdout);
+    const dep = all.find((d) => d.kind === 'Deployment')!;
+    const spec = dep.spec.template.spec as Obj;
+    const proxy = spec.containers.find((c: Obj) => c.name === 'proxy');
+    const side = spec.containers.find((c: Obj) => c.name === FINISH_CONTAINER);
+    expect(side.image).toBe(proxy.image);
+    expect(side.command).toEqual([expect.stringMatching(/\/kong-db-init$/), 'finish']);
+    expect(side.args).toEqual(expect.arrayContaining(['--then-idle', '--group=edge', `--kong-image=${proxy.image}`]));
+    expect(side.env.map((e: Obj) => e.name)).toEqual(expect.arrayContaining(proxy.env.map((e: Obj) => e.name)));
+    expect(spec.volumes.map((v: Obj) => v.name)).toContain(TOKEN_VOLUME);
+    expect(dep.metadata.labels[GROUP_LABEL]).toBe('edge');
+    expect(dep.spec.template.metadata.labels[GROUP_LABEL]).toBe('edge');
+    expect(dep.spec.template.metadata.annotations[IMAGE_ANNOTATION]).toBe(proxy.image);
+    const role = all.find((d) => d.kind === 'Role')!;
+    const binding = all.find((d) => d.kind === 'RoleBinding')!;
+    expect(role.rules).toEqual(FINISH_RULES);
+    expect(role.rules.flatMap((x: Obj) => x.verbs)).toEqual(['list', 'list']);
+    expect(binding.roleRef.name).toBe(role.metadata.name);
+    expect(binding.subjects[0].name).toBe(spec.serviceAccountName ?? 'default');
+    expect(validateWorkloads(r.stdout)).toBeGreaterThan(0);
+    expect(Object.values(psaRestricted(r.stdout)).flat()).toEqual([]);
+    expect(r.stderr).toMatch(/added container kong-db-init-finish/);
+  });
+
+  it("removes the chart's post-upgrade finish Job when Helm 4 passes hooks (and keeps it without the flag)", async () => {
+    const hooks = fs.readFileSync(path.join(FIX, 'helm4-hooks.yaml'), 'utf8');
+    const jobs = (s: string) => docs(s).filter((d) => d.kind === 'Job').map((d) => d.metadata.name as string);
+    const without = await run(hooks, []);
+    expect(without.exitCode, without.stderr).toBe(0);
+    expect(jobs(without.stdout).some((n) => n.endsWith('-post-upgrade-migrations'))).toBe(true);
+    const withSidecar = await run(hooks, ['--finish-sidecar', '--namespace', 'default']);
+    expect(withSidecar.exitCode, withSidecar.stderr).toBe(0);
+    expect(jobs(withSidecar.stdout)).toEqual([]);
+    expect(withSidecar.stderr).toMatch(/post-upgrade-migrations \(kong migrations finish: the finish sidecar does it after the rollout\)/);
+  });
+
+  it('running it again on its own output changes nothing', async () => {
+    const once = await run(enterprise, ['--finish-sidecar', '--namespace', 'kong']);
+    const twice = await run(once.stdout, ['--finish-sidecar', '--namespace', 'kong']);
+    expect(twice.exitCode, twice.stderr).toBe(0);
+    expect(twice.stdout).toBe(once.stdout);
+  });
+
+  it('bad input: finish flags without --finish-sidecar exit 2 and write nothing', async () => {
+    const r = await run(enterprise, ['--finish-group', 'x']);
+    expect(r.exitCode).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/--finish-group and --finish-namespaces go with --finish-sidecar/);
+  });
+});
