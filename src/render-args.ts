@@ -77,16 +77,16 @@ export const FLAGS: FlagSpec[] = [
   { flag: '--mesh-ready', commands: BOTH, help: 'the pod has no mesh sidecar that starts after init containers (native sidecars, or Postgres excluded from the mesh)', apply: (o) => (o.meshReady = true) },
   {
     flag: '--finish-sidecar',
-    commands: ['post-render'],
+    commands: BOTH,
     help: "run `kong migrations finish` after the rollout: a finish sidecar in each Kong pod, a Role/RoleBinding that may only list workloads and pods, and the chart's post-upgrade Job removed",
     apply: (o) => {
       o.finishSidecar = true;
       o.finishOptions ??= {};
     },
   },
-  { flag: '--finish-group', arg: 'NAME', commands: ['post-render'], help: 'with --finish-sidecar: the group of Kong workloads on one database that finish waits for (default "default")', apply: (o, v) => ((o.finishOptions ??= {}).group = v) },
-  { flag: '--finish-namespaces', arg: 'NS,...', commands: ['post-render'], help: 'with --finish-sidecar: other namespaces with Kong workloads on the same database', apply: (o, v) => ((o.finishOptions ??= {}).namespaces = v.split(',').filter(Boolean)) },
-  { flag: '--namespace', arg: 'NS', env: 'HELM_NAMESPACE', commands: ['post-render'], help: "with --finish-sidecar: the release namespace, for workloads rendered without metadata.namespace (Helm passes it to plugins as HELM_NAMESPACE)", apply: (o, v) => ((o.finishOptions ??= {}).namespace = v) },
+  { flag: '--finish-group', arg: 'NAME', commands: BOTH, help: 'with --finish-sidecar: the group of Kong workloads on one database that finish waits for (default "default")', apply: (o, v) => ((o.finishOptions ??= {}).group = v) },
+  { flag: '--finish-namespaces', arg: 'NS,...', commands: BOTH, help: 'with --finish-sidecar: other namespaces with Kong workloads on the same database', apply: (o, v) => ((o.finishOptions ??= {}).namespaces = v.split(',').filter(Boolean)) },
+  { flag: '--namespace', arg: 'NS', env: 'HELM_NAMESPACE', commands: BOTH, help: "with --finish-sidecar: the release namespace, for workloads rendered without metadata.namespace (Helm passes it to plugins as HELM_NAMESPACE)", apply: (o, v) => ((o.finishOptions ??= {}).namespace = v) },
   { flag: '--allow-no-kong', commands: ['post-render'], help: 'pass input without any Kong chart workload through unchanged', apply: (o) => (o.allowNoKong = true) },
   { flag: '--error-file', arg: 'PATH', commands: ['post-render'], help: `also write errors here (Helm 4 discards a plugin's stderr; default ${DEFAULT_ERROR_FILE})`, apply: (o, v) => (o.errorFile = v) },
   { flag: '--values', alias: '-f', arg: 'FILE', commands: ['values'], help: 'your own values file, as given to helm (repeat in the same order): your deployment.initContainers and userDefinedVolumes are kept from it', apply: (o, v) => o.valuesFiles.push(v) },

@@ -4,7 +4,9 @@
  * post-upgrade Job removed when Helm 4 passes hooks, every output strictly decoded and checked
  * against Pod Security `restricted`.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
@@ -72,5 +74,46 @@ describe('post-render --finish-sidecar', () => {
     expect(r.exitCode).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/--finish-group and --finish-namespaces go with --finish-sidecar/);
+  });
+});
+
+// The values path (Argo CD, Flux) with real helm 3 and the test chart (modelled on the Kong chart's
+// value names: deployment.sidecarContainers, userDefinedVolumes, podLabels, podAnnotations,
+// extraLabels, extraObjects). The CI run refuses skipped tests, so there this always runs.
+const helm3 = [process.env.KDI_HELM3_BIN, path.join(ROOT, '.tmp/helm3/helm')].find((b) => b && fs.existsSync(b));
+describe.skipIf(!helm3)(`values --finish-sidecar with real helm 3${helm3 ? '' : ' (skipped: no helm v3 in KDI_HELM3_BIN or .tmp/helm3)'}`, () => {
+  const chart = path.join(ROOT, 'test/fixtures/chart/kong-mini');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-values-finish-'));
+  const userValues = path.join(tmp, 'user.yaml');
+  fs.writeFileSync(userValues, 'deployment:\n  sidecarContainers:\n  - name: log-shipper\n    image: busybox:1\nextraObjects:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: users-own\n');
+  const template = (...files: string[]) =>
+    execFileSync(helm3!, ['template', 'r', chart, '-n', 'kong', ...files.flatMap((f) => ['-f', f])], { encoding: 'utf8', env: { ...process.env, HELM_CONFIG_HOME: tmp, HELM_CACHE_HOME: tmp, HELM_DATA_HOME: tmp } });
+  const values = (input: string, extra: string[] = []) =>
+    execa(process.execPath, [CLI, 'values', '--image', 'kong-db-init:ci', '--finish-sidecar', '--namespace', 'kong', '-f', userValues, ...extra], { input, reject: false });
+
+  it("keeps the user's own sidecars and extra objects, adds ours, and round-trips", async () => {
+    const first = await values(template(userValues));
+    expect(first.exitCode, first.stderr).toBe(0);
+    const overlay = path.join(tmp, 'overlay.yaml');
+    fs.writeFileSync(overlay, first.stdout);
+    const rendered = template(userValues, overlay);
+    const all = docs(rendered);
+    const dep = all.find((d) => d.kind === 'Deployment')!;
+    const names = dep.spec.template.spec.containers.map((c: Obj) => c.name);
+    expect(names).toEqual(['proxy', 'log-shipper', FINISH_CONTAINER]);
+    const proxy = dep.spec.template.spec.containers[0];
+    const side = dep.spec.template.spec.containers[2];
+    expect(side.image).toBe(proxy.image);
+    expect(side.env.map((e: Obj) => e.name)).toEqual([...proxy.env.map((e: Obj) => e.name), 'POD_NAME']);
+    expect(dep.metadata.labels[GROUP_LABEL]).toBe('default');
+    expect(dep.spec.template.metadata.labels[GROUP_LABEL]).toBe('default');
+    expect(all.filter((d) => ['Role', 'RoleBinding', 'ConfigMap'].includes(d.kind)).map((d) => `${d.kind}/${d.metadata.name}`)).toEqual(
+      expect.arrayContaining(['ConfigMap/users-own', 'Role/r-kong-kong-db-init-finish', 'RoleBinding/r-kong-kong-db-init-finish']),
+    );
+    expect(all.some((d) => d.kind === 'Job')).toBe(false);
+    expect(validateWorkloads(rendered)).toBeGreaterThan(0);
+    // the render that includes the overlay gives the same overlay
+    const again = await values(rendered, ['--check', overlay]);
+    expect(again.exitCode, again.stderr).toBe(0);
   });
 });
