@@ -16,7 +16,7 @@ import { AdvisoryLock, lockKey } from './lock.js';
 import { addSecret, createLogger, redact, type Logger } from './log.js';
 import { stateName, type SchemaState } from './plan.js';
 import { GROUP_LABEL, rolloutBlockers, type Observed, type Pod, type ReplicaSet, type Workload } from './rollout.js';
-import { podName, recordHistory, serializeSummary, terminationPath, writeTerminationMessage, type Summary } from './status.js';
+import { podName, publishSummary, recordHistory, type Summary } from './status.js';
 import { Interrupted, backoffDelay, sleep, waitForPostgres } from './wait.js';
 
 export interface FinishOptions {
@@ -212,7 +212,7 @@ export async function runFinish(ctx: FinishContext): Promise<number> {
     log.info('KONG_DATABASE=off (DB-less or hybrid data plane): nothing to finish');
     s.outcome = 'skipped';
     s.note = 'database=off';
-    return report(ctx, s, started);
+    return publishSummary(ctx.log, ctx.settings.statusFile, s, started);
   }
   const deadline = started + st.deadlineMs;
   const cli = new KongCli({ bin: st.kongBin, kong: k, env: ctx.env, log, graceMs: st.graceMs, migrationArgs: ['--db-timeout', String(st.kongDbTimeoutS), '--lock-timeout', String(st.kongLockTimeoutS)] });
@@ -229,7 +229,7 @@ export async function runFinish(ctx: FinishContext): Promise<number> {
       log.info('nothing pending: kong migrations finish is not needed', { state: stateName(state) });
       s.state_after = s.state_before;
       s.note = 'nothing pending';
-      return report(ctx, s, started);
+      return publishSummary(ctx.log, ctx.settings.statusFile, s, started);
     }
     log.info('pending migrations: waiting for the rollout before kong migrations finish', { state: stateName(state), pending: JSON.stringify(state.pending) });
     lock = new AdvisoryLock(client, lockKey(k.db, k.schema));
@@ -267,7 +267,7 @@ export async function runFinish(ctx: FinishContext): Promise<number> {
     cli.cleanup();
     await client?.end().catch(() => {});
   }
-  return report(ctx, s, started);
+  return publishSummary(ctx.log, ctx.settings.statusFile, s, started);
 }
 
 /** `kong migrations finish`, retried while Kong's own lock row makes it abort; verified with `list`. */
@@ -290,20 +290,6 @@ async function runFinishStep(ctx: FinishContext, cli: KongCli, before: SchemaSta
   }
 }
 
-function report(ctx: FinishContext, s: Summary, started: number): number {
-  s.duration_ms = Date.now() - started;
-  const line = serializeSummary(s);
-  ctx.log.result(line);
-  const path = terminationPath(ctx.settings.statusFile);
-  if (path) {
-    try {
-      writeTerminationMessage(path, line);
-    } catch (e) {
-      ctx.log.warn('could not write the status file', { path, error: (e as Error).message });
-    }
-  }
-  return s.exit_code;
-}
 
 const realFiles = { exists: (p: string) => fs.existsSync(p), read: (p: string) => fs.readFileSync(p, 'utf8') };
 

@@ -10,7 +10,7 @@ import { kongLockRow, recordVerified, schemaFingerprint, verifiedState } from '.
 import { AdvisoryLock, acquire, holderOf, lockKey, type AcquireOptions, type Holder } from './lock.js';
 import type { Logger } from './log.js';
 import { decide, fingerprint, kongStartAccepts, planOrRefuse, stateName, type SchemaState } from './plan.js';
-import { formatStatus, podName, readHistory, recordHistory, serializeSummary, terminationPath, writeTerminationMessage, type Summary } from './status.js';
+import { formatStatus, podName, publishSummary, readHistory, recordHistory, type Summary } from './status.js';
 import { runStep, type StepContext } from './step.js';
 import { backoffDelay, sleep, waitForPostgres, type WaitResult } from './wait.js';
 
@@ -57,21 +57,6 @@ function describeHolder(h: Holder | null): Record<string, unknown> {
 
 const NEEDS_BOOTSTRAP: SchemaState = { code: 3, executed: {}, pending: {}, new: {} };
 
-/** Finish a run: summary line on stdout, termination message, exit code. */
-function finishRun(ctx: RunContext, s: Summary, started: number): number {
-  s.duration_ms = Date.now() - started;
-  const line = serializeSummary(s);
-  ctx.log.result(line);
-  const path = terminationPath(ctx.settings.statusFile);
-  if (path) {
-    try {
-      writeTerminationMessage(path, line);
-    } catch (e) {
-      ctx.log.warn('could not write the status file', { path, error: (e as Error).message });
-    }
-  }
-  return s.exit_code;
-}
 
 /** The one place that maps how a run ended to its outcome and exit code (never 1 for a Postgres error). */
 function fail(s: Summary, e: unknown, k: KongPg): void {
@@ -98,7 +83,7 @@ function skipDbLess(ctx: RunContext, s: Summary, started: number, what: string):
   ctx.log.info(`KONG_DATABASE=off (DB-less or hybrid data plane): nothing to ${what}`);
   s.outcome = 'skipped';
   s.note = 'database=off';
-  return finishRun(ctx, s, started);
+  return publishSummary(ctx.log, ctx.settings.statusFile, s, started);
 }
 
 /**
@@ -313,7 +298,7 @@ export async function migrate(ctx: RunContext): Promise<number> {
       s.dry_run = true;
       s.state_after = s.state_before;
       log.info('dry run: nothing changed', { would_run: plan.actions.join(',') || 'nothing' });
-      return finishRun(ctx, s, started);
+      return publishSummary(ctx.log, ctx.settings.statusFile, s, started);
     }
     if (!plan || plan.actions.length > 0) {
       const lockStart = Date.now();
@@ -367,7 +352,7 @@ export async function migrate(ctx: RunContext): Promise<number> {
     cli.cleanup();
     await sessions.reset();
   }
-  return finishRun(ctx, s, started);
+  return publishSummary(ctx.log, ctx.settings.statusFile, s, started);
 }
 
 /** `wait`: block until `kong start` would accept the schema (0 up to date or 4 pending). */
@@ -410,7 +395,7 @@ export async function waitReady(ctx: RunContext): Promise<number> {
     cli.cleanup();
     await closeClient(client);
   }
-  return finishRun(ctx, s, started);
+  return publishSummary(ctx.log, ctx.settings.statusFile, s, started);
 }
 
 /** `status`: state, plan and recent history; exit status mirrors `kong migrations list`. */

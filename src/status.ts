@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import type pg from 'pg';
 import { quoteIdent } from './db.js';
+import type { Logger } from './log.js';
 import { scrub, scrubDeep } from './secrets.js';
 
 export interface ActionRecord {
@@ -224,4 +225,20 @@ export function formatStatus(v: StatusView, json: boolean): string {
     `history: ${v.history.length === 0 ? 'none' : ''}`,
     ...v.history.map((h) => `  ${h.finished_at}  ${h.pod}  ${h.outcome}  ${h.state_before ?? '?'} -> ${h.state_after ?? '?'}  [${h.actions.map((a) => a.action).join(',')}]${h.error ? '  error: ' + h.error : ''}`),
   ].join('\n');
+}
+
+/** End a run (migrate or finish): the summary line on stdout, the termination message; returns the exit code. */
+export function publishSummary(log: Logger, statusFile: string | undefined, s: Summary, started: number): number {
+  s.duration_ms = Date.now() - started;
+  const line = serializeSummary(s);
+  log.result(line);
+  const path = terminationPath(statusFile);
+  if (path) {
+    try {
+      writeTerminationMessage(path, line);
+    } catch (e) {
+      log.warn('could not write the status file', { path, error: (e as Error).message });
+    }
+  }
+  return s.exit_code;
 }
