@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import { loadKongConfig, OPTIONS, parseSettings, type Command, type Env, type Settings } from './config.js';
 import { ExitCode, exitCodeSummary, isInitError } from './errors.js';
 import { addSecret, createLogger, redact } from './log.js';
+import { killTrackedGroups } from './process-group.js';
 import type { RunContext } from './migrate.js';
 
 declare const __KDI_VERSION__: string | undefined;
@@ -112,8 +113,13 @@ export async function main(argv: string[], env: Env): Promise<number> {
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
-    log.warn(`received ${sig}: stopping`, { second_signal_exits_now: signals > 1 });
-    if (signals > 1) process.exit(ExitCode.INTERRUPTED);
+    if (signals > 1) {
+      // a second signal: stop now, but never leave Kong's process group running behind us
+      log.warn(`received ${sig} again: killing any running Kong step now (SIGKILL to its process group); a rerun completes what it cut short`);
+      void killTrackedGroups().finally(() => process.exit(ExitCode.INTERRUPTED));
+      return;
+    }
+    log.warn(`received ${sig}: stopping (a running Kong step may finish within --grace-period; a second signal kills it now)`);
     ctl.abort();
   };
   process.on('SIGTERM', onSignal);

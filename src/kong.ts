@@ -9,7 +9,7 @@ import { ExitCode, InitError, Interrupted } from './errors.js';
 import type { Logger } from './log.js';
 import { scrub } from './secrets.js';
 import type { Migrations, SchemaState, StepFacts } from './plan.js';
-import { groupAlive, stopGroup } from './process-group.js';
+import { groupAlive, stopGroup, trackGroup, untrackGroup } from './process-group.js';
 
 export const NOT_LEADER = 'aborted: another node is performing database changes';
 /**
@@ -149,6 +149,7 @@ export class KongCli {
       }
     }
     const pgid = child.pid;
+    if (pgid !== undefined) trackGroup(pgid);
     let signalledAt: number | undefined;
     let stopping: Promise<boolean> | undefined;
     let timer: NodeJS.Timeout | undefined;
@@ -176,6 +177,7 @@ export class KongCli {
     const killed = stopping !== undefined;
     if (stopping && !(await stopping)) this.o.log.error(`a process of ${cmd}'s group did not stop after SIGKILL`, { pgid });
     clearTimeout(timer);
+    if (pgid !== undefined) untrackGroup(pgid);
     opts.signal?.removeEventListener('abort', onAbort);
     const cause = (r as unknown as { cause?: NodeJS.ErrnoException }).cause;
     const code = cause?.code;

@@ -62,3 +62,20 @@ export async function stopGroup(pgid: number, termMs: number): Promise<boolean> 
   signalGroup(pgid, 'SIGKILL');
   return waitGroupGone(pgid, 10_000);
 }
+
+/** The Kong process groups this process started and that may still run (for a second signal). */
+const tracked = new Set<number>();
+export const trackGroup = (pgid: number): void => void tracked.add(pgid);
+export const untrackGroup = (pgid: number): void => void tracked.delete(pgid);
+
+/**
+ * A second SIGTERM/SIGINT: the operator wants out now. SIGKILL every tracked group and wait
+ * (bounded) until none of their processes is left, so that we never exit with Kong running on.
+ * Returns how many groups were killed.
+ */
+export async function killTrackedGroups(): Promise<number> {
+  const groups = [...tracked].filter(groupAlive);
+  for (const g of groups) signalGroup(g, 'SIGKILL');
+  await Promise.all(groups.map((g) => waitGroupGone(g, 10_000)));
+  return groups.length;
+}

@@ -251,6 +251,20 @@ describe('faults (real Postgres, real processes; Kong: the 3.7.1 stand-in chain)
     await expectRerunCompletes(db);
   });
 
+  it('a second SIGTERM kills the running step now: exit 130, no process of the chain survives us, a rerun completes', async () => {
+    const db = await createDb();
+    const child = spawnCli(['migrate', '--grace-period', '60s'], db.env({ KONG_STANDIN_DELAY_MS: '60', KONG_DB_INIT_KONG_LOCK_TIMEOUT: '3' }));
+    await until(() => migrationsRun(db) >= 3, 30_000, 'Kong to be running');
+    child.kill('SIGTERM');
+    await until(() => migrationsRun(db) >= 5, 30_000, 'the step to go on after the first signal');
+    child.kill('SIGTERM');
+    const r = await child;
+    expect(r.exitCode).toBe(130);
+    expect(r.stderr).toMatch(/received SIGTERM again: killing any running Kong step now/);
+    expect(await expectKongGone(db)).toBeLessThan(66);
+    await expectRerunCompletes(db);
+  });
+
   it('SIGTERM with a Kong whose worker ignores SIGTERM: SIGKILL to the group after the grace period, no process survives', async () => {
     const db = await createDb();
     const child = spawnCli(['migrate', '--grace-period', '1s'], db.env({ KONG_STANDIN_DELAY_MS: '60', KONG_STANDIN_IGNORE_TERM: '1' }));
