@@ -142,6 +142,12 @@ export function finishValues(o: { image: string; namespace: string; serviceAccou
   };
 }
 
+/** Set `key` in the map at `path`, creating a plain map (never `!!omap`, as YAML 1.1's setIn would) when missing. */
+function setEntry(doc: Document, path: string[], key: string, value: string): void {
+  if (doc.getIn(path) === undefined || doc.getIn(path) === null) doc.setIn(path, doc.createNode({ [key]: value }));
+  else doc.setIn([...path, key], value);
+}
+
 /**
  * The post-renderer's injection (`post-render --finish-sidecar`): the same additions as
  * `finishAdditions`, applied to the workload's YAML document in place (comments and quoting kept),
@@ -156,10 +162,10 @@ export function finishInjection(fo: FinishRenderOptions): Injection {
       throw e instanceof FinishRenderError ? new RenderError(e.message) : e;
     }
     for (const [k, v] of Object.entries(add.labels)) {
-      doc.setIn(['metadata', 'labels', k], v);
-      doc.setIn(['spec', 'template', 'metadata', 'labels', k], v);
+      setEntry(doc, ['metadata', 'labels'], k, v);
+      setEntry(doc, ['spec', 'template', 'metadata', 'labels'], k, v);
     }
-    for (const [k, v] of Object.entries(add.podAnnotations)) doc.setIn(['spec', 'template', 'metadata', 'annotations', k], v);
+    for (const [k, v] of Object.entries(add.podAnnotations)) setEntry(doc, ['spec', 'template', 'metadata', 'annotations'], k, v);
     (doc.getIn(['spec', 'template', 'spec', 'containers']) as YAMLSeq).add(doc.createNode(add.container));
     const vols = doc.getIn(['spec', 'template', 'spec', 'volumes']) as YAMLSeq | undefined;
     if (vols) vols.add(doc.createNode(add.volume));

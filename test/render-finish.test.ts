@@ -50,6 +50,16 @@ describe('post-render --finish-sidecar', () => {
     expect(r.stderr).toMatch(/added container kong-db-init-finish/);
   });
 
+  it('a workload whose pod template has no labels or annotations yet gets plain maps (strict decoding)', async () => {
+    const ds = fs.readFileSync(path.join(FIX, 'daemonset.yaml'), 'utf8');
+    const r = await run(ds, ['--finish-sidecar', '--namespace', 'kong']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).not.toMatch(/!!omap/);
+    const w = docs(r.stdout).find((d) => d.kind === 'DaemonSet')!;
+    expect(w.spec.template.metadata.annotations).toEqual({ [IMAGE_ANNOTATION]: expect.any(String) });
+    expect(validateWorkloads(r.stdout)).toBeGreaterThan(0);
+  });
+
   it("removes the chart's post-upgrade finish Job when Helm 4 passes hooks (and keeps it without the flag)", async () => {
     const hooks = fs.readFileSync(path.join(FIX, 'helm4-hooks.yaml'), 'utf8');
     const jobs = (s: string) => docs(s).filter((d) => d.kind === 'Job').map((d) => d.metadata.name as string);
