@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import { loadKongConfig, OPTIONS, parseSettings, type Command, type Env, type Settings } from './config.js';
 import { ExitCode, exitCodeSummary, isInitError } from './errors.js';
+import { realFiles } from './files.js';
 import { addSecret, createLogger, redact } from './log.js';
 import { killTrackedGroups } from './process-group.js';
 import type { RunContext } from './migrate.js';
@@ -58,10 +59,6 @@ Exit codes: ${exitCodeSummary()}.
 `;
 }
 
-const realFiles = {
-  exists: (p: string) => fs.existsSync(p),
-  read: (p: string) => fs.readFileSync(p, 'utf8'),
-};
 
 export async function main(argv: string[], env: Env): Promise<number> {
   if (argv[0] === 'finish') {

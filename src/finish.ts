@@ -6,7 +6,7 @@
  * Idempotent: with nothing pending it changes nothing. `--then-idle` keeps the process alive
  * afterwards (the injected sidecar must not exit, or the kubelet would restart it).
  */
-import fs from 'node:fs';
+import { realFiles } from './files.js';
 import type pg from 'pg';
 import { loadKongConfig, parseDuration, parseSettings, type Env, type KongPg, type Settings } from './config.js';
 import { ExitCode, InitError, isInitError } from './errors.js';
@@ -291,7 +291,6 @@ async function runFinishStep(ctx: FinishContext, cli: KongCli, before: SchemaSta
 }
 
 
-const realFiles = { exists: (p: string) => fs.existsSync(p), read: (p: string) => fs.readFileSync(p, 'utf8') };
 
 /** Entry point from cli.ts: flags, Kong settings, Kubernetes access, signals, then `runFinish`. */
 export async function finishMain(argv: string[], env: Env, toolVersion: string): Promise<number> {
