@@ -102,46 +102,6 @@ export function finishAdditions(workload: Obj, o: FinishRenderOptions = {}): Fin
   return { labels: { [GROUP_LABEL]: group }, podAnnotations: { [IMAGE_ANNOTATION]: image }, container, volume, documents };
 }
 
-/** Apply the additions to a plain workload object (a copy): what the post-renderer would write. */
-export function applyFinish(workload: Obj, add: FinishAdditions): Obj {
-  const w = structuredClone(workload);
-  w.metadata.labels = { ...(w.metadata.labels ?? {}), ...add.labels };
-  const t = w.spec.template;
-  t.metadata = { ...(t.metadata ?? {}), labels: { ...(t.metadata?.labels ?? {}), ...add.labels }, annotations: { ...(t.metadata?.annotations ?? {}), ...add.podAnnotations } };
-  const containers = (t.spec.containers as Obj[]).filter((c) => c.name !== FINISH_CONTAINER);
-  t.spec.containers = [...containers, add.container];
-  t.spec.volumes = [...((t.spec.volumes as Obj[] | undefined) ?? []).filter((v) => v.name !== TOKEN_VOLUME), add.volume];
-  return w;
-}
-
-/**
- * The same for the values path (Argo CD, Flux): Kong chart values that add the sidecar, the
- * token volume, the labels and the RBAC objects, and turn off the post-upgrade finish Job.
- */
-export function finishValues(o: { image: string; namespace: string; serviceAccount: string; workloadName: string; group?: string }): Obj {
-  const fake = {
-    kind: 'Deployment',
-    metadata: { name: o.workloadName, namespace: o.namespace },
-    spec: { template: { spec: { serviceAccountName: o.serviceAccount, containers: [{ name: 'proxy', image: o.image }] } } },
-  };
-  const add = finishAdditions(fake, { group: o.group, namespace: o.namespace });
-  const container = {
-    ...add.container,
-    env: [{ name: 'KONG_DATABASE', value: 'postgres' }, ...(add.container.env as Obj[])],
-    envFrom: [{ secretRef: { name: 'kong-db' } }],
-    volumeMounts: [...(add.container.volumeMounts as Obj[]), { name: 'kong-db-init-tmp', mountPath: '/tmp' }],
-  };
-  // every migrations Job off: the chart copies sidecarContainers into its Job pods, where an idling finisher would never end
-  return {
-    migrations: { init: false, preUpgrade: false, postUpgrade: false },
-    extraLabels: add.labels,
-    podLabels: add.labels,
-    podAnnotations: add.podAnnotations,
-    deployment: { sidecarContainers: [container], userDefinedVolumes: [add.volume] },
-    extraObjects: add.documents,
-  };
-}
-
 /** Set `key` in the map at `path`, creating a plain map (never `!!omap`, as YAML 1.1's setIn would) when missing. */
 function setEntry(doc: Document, path: string[], key: string, value: string): void {
   if (doc.getIn(path) === undefined || doc.getIn(path) === null) doc.setIn(path, doc.createNode({ [key]: value }));

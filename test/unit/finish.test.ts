@@ -3,7 +3,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseFinishArgs } from '../../src/finish.js';
 import { inClusterAccess, selectorString } from '../../src/k8s.js';
-import { FINISH_CONTAINER, FINISH_RULES, TOKEN_VOLUME, applyFinish, finishAdditions, finishValues } from '../../src/render-finish.js';
+import { FINISH_CONTAINER, FINISH_RULES, finishAdditions } from '../../src/render-finish.js';
 import { GROUP_LABEL, IMAGE_ANNOTATION, currentHash, rolloutBlockers, type Observed, type Pod, type Workload } from '../../src/rollout.js';
 import { createDb, listCode, runCli, seed, spawnCli, until } from '../helpers/harness.js';
 
@@ -162,16 +162,6 @@ describe('finishAdditions', () => {
     for (const r of FINISH_RULES) expect(r.verbs).toEqual(['list']);
     expect(a.documents[1]!.subjects).toEqual([{ kind: 'ServiceAccount', name: 'rel-kong', namespace: 'kong' }]);
   });
-  it('applyFinish adds to a copy and running it twice changes nothing more', () => {
-    const a = finishAdditions(kongDeployment);
-    const once = applyFinish(kongDeployment, a);
-    expect(applyFinish(once, a)).toEqual(once);
-    expect(kongDeployment.spec.template.spec.containers).toHaveLength(1);
-    expect(once.spec.template.spec.containers.map((c: { name: string }) => c.name)).toEqual(['proxy', FINISH_CONTAINER]);
-    expect(once.spec.template.spec.volumes.map((v: { name: string }) => v.name)).toEqual(['tmp', TOKEN_VOLUME]);
-    expect(once.metadata.labels[GROUP_LABEL]).toBe('default');
-    expect(once.spec.template.metadata.annotations[IMAGE_ANNOTATION]).toBe('kong:3.7.1');
-  });
   it('other namespaces get the Role too, bound to this service account', () => {
     const a = finishAdditions(kongDeployment, { namespaces: ['kong-admin'] });
     expect(a.documents.map((d) => `${d.kind}/${d.metadata.namespace}`)).toEqual(['Role/kong', 'RoleBinding/kong', 'Role/kong-admin', 'RoleBinding/kong-admin']);
@@ -182,12 +172,6 @@ describe('finishAdditions', () => {
     expect(() => finishAdditions(noNs)).toThrow(/--namespace/);
     expect(finishAdditions(noNs, { namespace: 'n' }).documents[1]!.subjects[0].namespace).toBe('n');
     expect(() => finishAdditions({ kind: 'Deployment', metadata: { name: 'x' }, spec: { template: { spec: { containers: [{ name: 'web' }] } } } })).toThrow(/proxy/);
-  });
-  it('values for the chart turn every migrations Job off and add the sidecar', () => {
-    const v = finishValues({ image: 'kong:3.7.1', namespace: 'kong', serviceAccount: 'kong-kong', workloadName: 'kong-kong' });
-    expect(v.migrations).toEqual({ init: false, preUpgrade: false, postUpgrade: false });
-    expect(v.deployment.sidecarContainers[0].name).toBe(FINISH_CONTAINER);
-    expect(v.deployment.sidecarContainers[0].envFrom).toEqual([{ secretRef: { name: 'kong-db' } }]);
   });
 });
 
