@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 /** Command-line entry point: parse settings, install signal handlers, dispatch, set the exit code. */
 import fs from 'node:fs';
-import { loadKongConfig, OPTIONS, parseSettings, type Command, type Env, type Settings } from './config.js';
+import { OPTIONS, parseSettings, type Command, type Settings } from './commands/options.js';
+import { loadKongConfig, type Env } from './kong/config.js';
 import { ExitCode, exitCodeSummary, isInitError } from './errors.js';
-import { realFiles } from './files.js';
-import { addSecret, createLogger, redact } from './log.js';
-import { killTrackedGroups } from './process-group.js';
-import type { RunContext } from './migrate.js';
+import { realFiles } from './kong/files.js';
+import { addSecret, createLogger, redact } from './report/log.js';
+import { killTrackedGroups } from './kong/process-group.js';
+import type { RunContext } from './commands/migrate.js';
 
 declare const __KDI_VERSION__: string | undefined;
 
@@ -63,18 +64,18 @@ Exit codes: ${exitCodeSummary()}.
 export async function main(argv: string[], env: Env): Promise<number> {
   if (argv[0] === 'finish') {
     // finish has flags of its own besides migrate's (see src/finish.ts)
-    const { finishMain } = await import('./finish.js');
+    const { finishMain } = await import('./commands/finish.js');
     return finishMain(argv.slice(1), env, toolVersion());
   }
   const pr = argv.indexOf('post-render');
   if (pr >= 0 && argv.slice(0, pr).every((a) => a.startsWith('-') && a !== '--help' && a !== '-h')) {
     // the post-renderer has flags of its own (passed by Helm with --post-renderer-args)
-    const { postRenderMain } = await import('./post-render.js');
+    const { postRenderMain } = await import('./commands/post-render.js');
     return postRenderMain(argv.slice(pr + 1), env);
   }
   if (argv[0] === 'values') {
     // flags of its own, shared with post-render (src/render-args.ts)
-    const { valuesMain } = await import('./values-cli.js');
+    const { valuesMain } = await import('./commands/values.js');
     return valuesMain(argv.slice(1), env);
   }
   let settings: Settings & { helpFor?: Command };
@@ -93,7 +94,7 @@ export async function main(argv: string[], env: Env): Promise<number> {
     return 0;
   }
   if (settings.command === 'install') {
-    const { installMain } = await import('./install.js');
+    const { installMain } = await import('./commands/install.js');
     return installMain(settings.positional);
   }
   const log = createLogger({ format: settings.logFormat, verbose: settings.verbose });
@@ -123,7 +124,7 @@ export async function main(argv: string[], env: Env): Promise<number> {
   process.on('SIGINT', onSignal);
   const ctx: RunContext = { settings, kong, env, log, signal: ctl.signal, toolVersion: toolVersion() };
   // loaded only for the commands that use it, so that post-render/values/install start lighter
-  const { migrate, status, waitReady } = await import('./migrate.js');
+  const { migrate, status, waitReady } = await import('./commands/migrate.js');
   switch (settings.command) {
     case 'migrate':
       return migrate(ctx);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { loadKongConfig, parseDuration, parseKongConf, parseSettings } from '../../src/config.js';
+import { loadKongConfig, parseKongConf } from '../../src/kong/config.js';
+import { parseDuration, parseSettings } from '../../src/commands/options.js';
 
 const files = (m: Record<string, string>) => ({ exists: (p: string) => p in m, read: (p: string) => m[p] ?? '' });
 

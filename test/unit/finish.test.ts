@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseFinishArgs } from '../../src/finish.js';
-import { inClusterAccess, selectorString } from '../../src/k8s.js';
-import { FINISH_CONTAINER, FINISH_RULES, finishAdditions } from '../../src/render-finish.js';
-import { GROUP_LABEL, IMAGE_ANNOTATION, currentHash, rolloutBlockers, type Observed, type Pod, type Workload } from '../../src/rollout.js';
+import { parseFinishArgs } from '../../src/commands/finish.js';
+import { inClusterAccess, selectorString } from '../../src/kube/client.js';
+import { FINISH_CONTAINER, FINISH_RULES, finishAdditions } from '../../src/render/finish-sidecar.js';
+import { GROUP_LABEL, IMAGE_ANNOTATION, currentHash, rolloutBlockers, type Observed, type Pod, type Workload } from '../../src/kube/rollout.js';
 import { createDb, listCode, runCli, seed, spawnCli, until } from '../helpers/harness.js';
 
 const pod = (name: string, labels: Record<string, string>, extra: Partial<Pod['metadata']> = {}, phase = 'Running'): Pod => ({ metadata: { name, labels, ...extra }, status: { phase } });

@@ -1,6 +1,6 @@
 /** lock.ts `acquire`: the poll loop against a fake lock (no database). */
 import { describe, expect, it } from 'vitest';
-import { acquire, type AdvisoryLock, type Holder } from '../../src/lock.js';
+import { acquire, type AdvisoryLock, type Holder } from '../../src/postgres/lock.js';
 import { Interrupted } from '../../src/errors.js';
 
 const holder: Holder = { pid: 42, application_name: 'kong-db-init/pod-a', client_addr: '10.0.0.7', since: '2026-01-01 00:00:00' };
@@ -68,7 +68,7 @@ describe('a pooler in transaction mode is detected', () => {
     return { client, sql };
   };
   it('after acquiring, a separate statement finds the lock not held by our backend: LOCK_LOST naming --lock-host, and nothing stays locked', async () => {
-    const { AdvisoryLock: Lock } = await import('../../src/lock.js');
+    const { AdvisoryLock: Lock } = await import('../../src/postgres/lock.js');
     const { client, sql } = pooled();
     const lock = new Lock(client as never, 1n, 'pgbouncer:6432');
     await expect(lock.tryAcquire()).rejects.toMatchObject({ exitCode: 13, message: expect.stringMatching(/pgbouncer:6432.*transaction mode.*--lock-host/) });

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseList } from '../../src/kong.js';
-import { decide, fingerprint, kongStartAccepts, stateName, type SchemaState } from '../../src/plan.js';
+import { parseList } from '../../src/kong/cli.js';
+import { decide, fingerprint, kongStartAccepts, stateName, type SchemaState } from '../../src/engine/plan.js';
 import { FIXTURES } from '../helpers/harness.js';
 
 const fixture = (name: string) => {

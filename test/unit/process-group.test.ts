@@ -1,7 +1,7 @@
 /** process-group.ts against real processes: a group whose leader exits leaves orphans; stopGroup ends them all. */
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { groupAlive, stopGroup, waitGroupGone } from '../../src/process-group.js';
+import { groupAlive, stopGroup, waitGroupGone } from '../../src/kong/process-group.js';
 
 describe('process groups', () => {
   it('sees the orphans of a leader that exited, and stopGroup leaves none (also one that ignores SIGTERM)', async () => {

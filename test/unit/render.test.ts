@@ -2,10 +2,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseRenderArgs } from '../../src/render-args.js';
-import { needsParse, quickKind, quickMigrationJob, splitStream } from '../../src/render-stream.js';
-import { postRender, type RenderOptions } from '../../src/render.js';
-import { lineDiff } from '../../src/values.js';
+import { parseRenderArgs } from '../../src/render/args.js';
+import { needsParse, quickKind, quickMigrationJob, splitStream } from '../../src/render/stream.js';
+import { postRender, type RenderOptions } from '../../src/render/transform.js';
+import { lineDiff } from '../../src/render/overlay.js';
 import { ROOT } from '../helpers/harness.js';
 
 const base: RenderOptions = { image: 'kong-db-init:ci', pullPolicy: 'IfNotPresent', finish: 'auto', replaceWait: false, allowNoKong: false };

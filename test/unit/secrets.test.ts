@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { createLogger } from '../../src/log.js';
-import { addSecret, clearSecrets, encodings, MASK, scrub } from '../../src/secrets.js';
-import { serializeSummary, type Summary } from '../../src/status.js';
+import { createLogger } from '../../src/report/log.js';
+import { addSecret, clearSecrets, encodings, MASK, scrub } from '../../src/report/secrets.js';
+import { serializeSummary, type Summary } from '../../src/report/summary.js';
 
 afterEach(() => clearSecrets());
 

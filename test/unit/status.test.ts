@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatStatus, type HistoryRow, type StatusView } from '../../src/status.js';
+import { formatStatus, type HistoryRow, type StatusView } from '../../src/report/summary.js';
 
 const row: HistoryRow = {
   id: '7', started_at: '2026-01-01 10:00:00+00', finished_at: '2026-01-01 10:00:02+00', pod: 'kong-7f9c-abcde', kong_version: '3.7.1',

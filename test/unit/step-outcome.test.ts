@@ -2,8 +2,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { childEnv, LISTENERS_OFF, parseList, readStepOutput } from '../../src/kong.js';
-import { classifyStep, planOrRefuse, retryDelay, type SchemaState } from '../../src/plan.js';
+import { childEnv, LISTENERS_OFF, parseList, readStepOutput } from '../../src/kong/cli.js';
+import { classifyStep, planOrRefuse, retryDelay, type SchemaState } from '../../src/engine/plan.js';
 import { FIXTURES } from '../helpers/harness.js';
 
 const rec = (name: string) => {

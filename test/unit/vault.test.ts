@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { envVaultVariable, isReference, parseReference, resolveReference } from '../../src/vault.js';
+import { envVaultVariable, isReference, parseReference, resolveReference } from '../../src/kong/vault.js';
 
 describe("Kong's vault references (kong/pdk/vault.lua parse_reference)", () => {
   it('recognises only {vault://…}', () => {

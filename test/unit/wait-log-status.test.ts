@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { classify } from '../../src/db.js';
-import { createLogger, addSecret, redact } from '../../src/log.js';
-import { serializeSummary, type Summary } from '../../src/status.js';
-import { backoffDelay, sleep, Interrupted } from '../../src/wait.js';
-import { lockKey } from '../../src/lock.js';
+import { classify } from '../../src/postgres/connect.js';
+import { createLogger, addSecret, redact } from '../../src/report/log.js';
+import { serializeSummary, type Summary } from '../../src/report/summary.js';
+import { backoffDelay, sleep, Interrupted } from '../../src/postgres/wait.js';
+import { lockKey } from '../../src/postgres/lock.js';
 
 const k = { host: 'db', port: 5432, db: 'kong', user: 'kong', ssl: false, sslVerify: false };
 

@@ -1,7 +1,7 @@
 /** A session-level Postgres advisory lock so that only one pod migrates at a time. */
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { ExitCode, InitError } from './errors.js';
+import { ExitCode, InitError } from '../errors.js';
 import { abortable, sleep } from './wait.js';
 
 export const LOCK_NAMESPACE = 'kong-db-init/migrations/v1';

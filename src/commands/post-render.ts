@@ -1,9 +1,9 @@
 /** `kong-db-init post-render`: the I/O edge of the Helm post-renderer (stdin → stdout). */
 import fs from 'node:fs';
-import { DEFAULT_ERROR_FILE, flagHelp, parseRenderArgs } from './render-args.js';
-import { finishInjection } from './render-finish.js';
-import { RENDER_EXIT, RenderError } from './render-errors.js';
-import { postRender } from './render.js';
+import { DEFAULT_ERROR_FILE, flagHelp, parseRenderArgs } from '../render/args.js';
+import { finishInjection } from '../render/finish-sidecar.js';
+import { RENDER_EXIT, RenderError } from '../render/errors.js';
+import { postRender } from '../render/transform.js';
 
 export const POST_RENDER_EXIT = RENDER_EXIT;
 

@@ -1,18 +1,19 @@
 /** The three database commands: `migrate` (the init container), `wait` and `status`. */
 import type pg from 'pg';
-import type { Env, KongPg, Settings } from './config.js';
-import { describeTarget } from './config.js';
-import { classify, closeClient, clientConfig, connectChecked, dbFailure, isDbError } from './db.js';
-import { ExitCode, InitError, Interrupted, isInitError } from './errors.js';
-import { KongCli } from './kong.js';
-import { kongIdentity } from './identity.js';
-import { kongLockRow, recordVerified, schemaFingerprint, verifiedState } from './kong-tables.js';
-import { AdvisoryLock, acquire, holderOf, lockKey, type AcquireOptions, type Holder } from './lock.js';
-import type { Logger } from './log.js';
-import { decide, fingerprint, kongStartAccepts, planOrRefuse, stateName, type SchemaState } from './plan.js';
-import { formatStatus, podName, publishSummary, readHistory, recordHistory, type Summary } from './status.js';
-import { runStep, type StepContext } from './step.js';
-import { backoffDelay, sleep, waitForPostgres, type WaitResult } from './wait.js';
+import type { Env, KongPg } from '../kong/config.js';
+import type { Settings } from './options.js';
+import { describeTarget } from '../kong/config.js';
+import { classify, closeClient, clientConfig, connectChecked, dbFailure, isDbError } from '../postgres/connect.js';
+import { ExitCode, InitError, Interrupted, isInitError } from '../errors.js';
+import { KongCli } from '../kong/cli.js';
+import { kongIdentity } from '../engine/identity.js';
+import { kongLockRow, recordVerified, schemaFingerprint, verifiedState } from '../postgres/kong-tables.js';
+import { AdvisoryLock, acquire, holderOf, lockKey, type AcquireOptions, type Holder } from '../postgres/lock.js';
+import type { Logger } from '../report/log.js';
+import { decide, fingerprint, kongStartAccepts, planOrRefuse, stateName, type SchemaState } from '../engine/plan.js';
+import { formatStatus, podName, publishSummary, readHistory, recordHistory, type Summary } from '../report/summary.js';
+import { runStep, type StepContext } from '../engine/step.js';
+import { backoffDelay, sleep, waitForPostgres, type WaitResult } from '../postgres/wait.js';
 
 export interface RunContext {
   settings: Settings;

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import type pg from 'pg';
-import { quoteIdent } from './db.js';
+import { quoteIdent } from '../postgres/connect.js';
 import type { Logger } from './log.js';
 import { scrub, scrubDeep } from './secrets.js';
 

@@ -5,9 +5,9 @@
  * RoleBinding that may only `list` workloads, ReplicaSets and pods. Pure: workload in, additions out.
  */
 import { stringify, type Document, type YAMLSeq } from 'yaml';
-import { BIN_PATH, BIN_VOLUME, IMAGE_DIR, RenderError, type Injection } from './render.js';
-import { GROUP_LABEL, IMAGE_ANNOTATION } from './rollout.js';
-import { SA_DIR } from './k8s.js';
+import { BIN_PATH, BIN_VOLUME, IMAGE_DIR, RenderError, type Injection } from './transform.js';
+import { GROUP_LABEL, IMAGE_ANNOTATION } from '../kube/rollout.js';
+import { SA_DIR } from '../kube/client.js';
 
 export const FINISH_CONTAINER = 'kong-db-init-finish';
 export const TOKEN_VOLUME = 'kong-db-init-finish-token';

@@ -1,6 +1,9 @@
 /** The schema state reported by `kong migrations list`, and the pure decision of what to run next. */
-import type { FinishPolicy } from './config.js';
-import { ExitCode, InitError } from './errors.js';
+import { ExitCode, InitError } from '../errors.js';
+
+/** When to run `kong migrations finish`: auto (only before a new `up`), always, never. */
+export const FINISH_POLICIES = ['auto', 'always', 'never'] as const;
+export type FinishPolicy = (typeof FINISH_POLICIES)[number];
 
 export type Migrations = Record<string, string[]>;
 

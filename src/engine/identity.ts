@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Env } from './config.js';
+import type { Env } from '../kong/config.js';
 
 /** Where Kong's Lua modules live in the Kong images. */
 export const LUA_ROOTS = ['/usr/local/share/lua/5.1', '/usr/local/openresty/lualib', '/usr/local/openresty/site/lualib'];

@@ -7,14 +7,14 @@
  * Each injection is a small function of its own (`injectInitContainers`, `setVaultInitFirst`).
  */
 import { isSeq, YAMLMap, YAMLSeq, type Document } from 'yaml';
-import { binVolume, BIN_VOLUME, kongContainer, MIGRATE_CONTAINER, ourInitContainers, type ContainerOptions } from './render-containers.js';
-import { RENDER_EXIT, RenderError } from './render-errors.js';
-import { needsParse, parseChunk, quickKind, quickMigrationJob, splitStream, type Chunk, type JobRole } from './render-stream.js';
-import { get, idOf, inspectWorkload, meshStatus, meta, migrationJob, nameOf, podSeccomp, seqItems, vaultFinding, VAULT_INIT_FIRST, WAIT_CONTAINER, type Workload } from './render-workload.js';
+import { binVolume, BIN_VOLUME, kongContainer, MIGRATE_CONTAINER, ourInitContainers, type ContainerOptions } from './containers.js';
+import { RENDER_EXIT, RenderError } from './errors.js';
+import { needsParse, parseChunk, quickKind, quickMigrationJob, splitStream, type Chunk, type JobRole } from './stream.js';
+import { get, idOf, inspectWorkload, meshStatus, meta, migrationJob, nameOf, podSeccomp, seqItems, vaultFinding, VAULT_INIT_FIRST, WAIT_CONTAINER, type Workload } from './workload.js';
 
-export { RenderError } from './render-errors.js';
-export { splitStream } from './render-stream.js';
-export { BIN_PATH, BIN_VOLUME, IMAGE_DIR, INSTALL_CONTAINER, MIGRATE_CONTAINER } from './render-containers.js';
+export { RenderError } from './errors.js';
+export { splitStream } from './stream.js';
+export { BIN_PATH, BIN_VOLUME, IMAGE_DIR, INSTALL_CONTAINER, MIGRATE_CONTAINER } from './containers.js';
 
 export interface RenderOptions extends ContainerOptions {
   replaceWait: boolean;

@@ -2,10 +2,10 @@
 import tls from 'node:tls';
 import os from 'node:os';
 import pg from 'pg';
-import type { KongPg } from './config.js';
-import { describeTarget } from './config.js';
-import { scrub } from './secrets.js';
-import { ExitCode, InitError } from './errors.js';
+import type { KongPg } from '../kong/config.js';
+import { describeTarget } from '../kong/config.js';
+import { scrub } from '../report/secrets.js';
+import { ExitCode, InitError } from '../errors.js';
 
 /** Every query of ours ends within this (client side): a stalled server cannot hang a run. */
 export const QUERY_TIMEOUT_MS = 15_000;

@@ -4,11 +4,11 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { execa } from 'execa';
-import type { Env, KongPg } from './config.js';
-import { ExitCode, InitError, Interrupted } from './errors.js';
-import type { Logger } from './log.js';
-import { scrub } from './secrets.js';
-import type { Migrations, SchemaState, StepFacts } from './plan.js';
+import type { Env, KongPg } from '../kong/config.js';
+import { ExitCode, InitError, Interrupted } from '../errors.js';
+import type { Logger } from '../report/log.js';
+import { scrub } from '../report/secrets.js';
+import type { Migrations, SchemaState, StepFacts } from '../engine/plan.js';
 import { groupAlive, stopGroup, trackGroup, untrackGroup } from './process-group.js';
 
 export const NOT_LEADER = 'aborted: another node is performing database changes';

@@ -6,8 +6,8 @@
  * Both meet Pod Security `restricted`: seccompProfile RuntimeDefault where the pod sets none.
  */
 import { isMap, isSeq, YAMLMap, YAMLSeq, type Document, type Node } from 'yaml';
-import type { FinishPolicy } from './config.js';
-import { get, str } from './render-workload.js';
+import type { FinishPolicy } from '../engine/plan.js';
+import { get, str } from './workload.js';
 
 export const INSTALL_CONTAINER = 'kong-db-init-install';
 export const MIGRATE_CONTAINER = 'kong-db-init';

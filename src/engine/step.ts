@@ -4,14 +4,14 @@
  * refused, within the deadline. A signal never cuts the step short by itself (kong.ts lets it
  * finish within --grace-period); what happened is reported truthfully.
  */
-import type { FinishPolicy } from './config.js';
-import { ExitCode, InitError, Interrupted } from './errors.js';
-import { lastLines, readStepOutput, type KongCli } from './kong.js';
-import type { KongLockRow } from './kong-tables.js';
-import type { Logger } from './log.js';
+import type { FinishPolicy } from './plan.js';
+import { ExitCode, InitError, Interrupted } from '../errors.js';
+import { lastLines, readStepOutput, type KongCli } from '../kong/cli.js';
+import type { KongLockRow } from '../postgres/kong-tables.js';
+import type { Logger } from '../report/log.js';
 import { classifyStep, decide, stateName, retryDelay, type Action, type SchemaState } from './plan.js';
-import type { ActionRecord } from './status.js';
-import { sleep } from './wait.js';
+import type { ActionRecord } from '../report/summary.js';
+import { sleep } from '../postgres/wait.js';
 
 /** How long the state may be re-read after a signal (inside the pod's termination grace). */
 export const REREAD_AFTER_SIGNAL_MS = 5000;

@@ -4,7 +4,7 @@
  * may change are parsed into a document model (`parseChunk`); the rest are copied as they are.
  */
 import { parseDocument, type Document } from 'yaml';
-import { RenderError } from './render-errors.js';
+import { RenderError } from './errors.js';
 
 export interface Chunk {
   text: string;

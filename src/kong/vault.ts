@@ -11,7 +11,7 @@
  * (KONG_VAULT_ENV_PREFIX or kong.conf). Pure functions; the environment is passed in. Errors
  * name the setting and the variable, never a value.
  */
-import { configError } from './errors.js';
+import { configError } from '../errors.js';
 
 export type Env = Record<string, string | undefined>;
 

@@ -4,11 +4,11 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import { FINISH_POLICIES, type FinishPolicy } from './config.js';
-import { PULL_POLICIES, type PullPolicy } from './render-containers.js';
-import { RENDER_EXIT, RenderError } from './render-errors.js';
-import type { RenderOptions } from './render.js';
-import type { FinishRenderOptions } from './render-finish.js';
+import { FINISH_POLICIES, type FinishPolicy } from '../engine/plan.js';
+import { PULL_POLICIES, type PullPolicy } from './containers.js';
+import { RENDER_EXIT, RenderError } from './errors.js';
+import type { RenderOptions } from './transform.js';
+import type { FinishRenderOptions } from './finish-sidecar.js';
 
 export interface RenderArgs extends RenderOptions {
   /** `--finish-sidecar`: options of the finish sidecar (src/render-finish.ts). */

@@ -1,7 +1,7 @@
 /** Reading Kong's own tables with SQL: its `locks` row and a fingerprint of `schema_meta`. */
 import type pg from 'pg';
-import { quoteIdent } from './db.js';
-import type { SchemaState } from './plan.js';
+import { quoteIdent } from './connect.js';
+import type { SchemaState } from '../engine/plan.js';
 
 export interface KongLockRow {
   owner: string;

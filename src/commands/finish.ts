@@ -6,18 +6,19 @@
  * Idempotent: with nothing pending it changes nothing. `--then-idle` keeps the process alive
  * afterwards (the injected sidecar must not exit, or the kubelet would restart it).
  */
-import { realFiles } from './files.js';
+import { realFiles } from '../kong/files.js';
 import type pg from 'pg';
-import { loadKongConfig, parseDuration, parseSettings, type Env, type KongPg, type Settings } from './config.js';
-import { ExitCode, InitError, isInitError } from './errors.js';
-import { inClusterAccess, KubeError, kubeList, selectorString, type KubeAccess, type LabelSelector } from './k8s.js';
-import { KongCli, NOT_LEADER, lastLines } from './kong.js';
-import { AdvisoryLock, lockKey } from './lock.js';
-import { addSecret, createLogger, redact, type Logger } from './log.js';
-import { stateName, type SchemaState } from './plan.js';
-import { GROUP_LABEL, rolloutBlockers, type Observed, type Pod, type ReplicaSet, type Workload } from './rollout.js';
-import { podName, publishSummary, recordHistory, type Summary } from './status.js';
-import { Interrupted, backoffDelay, sleep, waitForPostgres } from './wait.js';
+import { loadKongConfig, type Env, type KongPg } from '../kong/config.js';
+import { parseDuration, parseSettings, type Settings } from './options.js';
+import { ExitCode, InitError, isInitError } from '../errors.js';
+import { inClusterAccess, KubeError, kubeList, selectorString, type KubeAccess, type LabelSelector } from '../kube/client.js';
+import { KongCli, NOT_LEADER, lastLines } from '../kong/cli.js';
+import { AdvisoryLock, lockKey } from '../postgres/lock.js';
+import { addSecret, createLogger, redact, type Logger } from '../report/log.js';
+import { stateName, type SchemaState } from '../engine/plan.js';
+import { GROUP_LABEL, rolloutBlockers, type Observed, type Pod, type ReplicaSet, type Workload } from '../kube/rollout.js';
+import { podName, publishSummary, recordHistory, type Summary } from '../report/summary.js';
+import { Interrupted, backoffDelay, sleep, waitForPostgres } from '../postgres/wait.js';
 
 export interface FinishOptions {
   /** `wait`: wait for the rollout through the Kubernetes API; `skip`: finish now (outside a cluster). */

@@ -1,9 +1,9 @@
 /** `kong-db-init values`: the I/O edge (render on stdin, overlay on stdout, or `--check FILE`). */
 import fs from 'node:fs';
-import { flagHelp, parseRenderArgs } from './render-args.js';
-import { RENDER_EXIT, RenderError } from './render-errors.js';
+import { flagHelp, parseRenderArgs } from '../render/args.js';
+import { RENDER_EXIT, RenderError } from '../render/errors.js';
 import { readStdin, writeOut } from './post-render.js';
-import { checkOverlay, valuesOverlay } from './values.js';
+import { checkOverlay, valuesOverlay } from '../render/overlay.js';
 
 export const VALUES_HELP = `Usage: helm template REL kong/kong -f values.yaml | kong-db-init values [flags] > kong-db-init-values.yaml
 

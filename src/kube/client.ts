@@ -5,8 +5,8 @@
  * ~40 packages and several MB to an image whose job is to start fast.
  */
 import https from 'node:https';
-import { ExitCode, InitError } from './errors.js';
-import type { FileReader } from './config.js';
+import { ExitCode, InitError } from '../errors.js';
+import type { FileReader } from '../kong/config.js';
 
 export const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 

@@ -6,11 +6,11 @@
  * not touch. Running it on a render that already includes the overlay gives the same overlay.
  */
 import { isMap, parse, parseDocument, stringify, type YAMLMap } from 'yaml';
-import { binVolume, BIN_VOLUME, OURS, ourInitContainers } from './render-containers.js';
-import { RENDER_EXIT, RenderError } from './render-errors.js';
-import { parseStream, planRelease, type RenderOptions } from './render.js';
-import { finishAdditions, FinishRenderError, FINISH_CONTAINER, TOKEN_VOLUME, type FinishRenderOptions } from './render-finish.js';
-import { CHART_INIT_CONTAINERS, get, meta, nameOf, podSeccomp, seqItems, VAULT_INIT_FIRST } from './render-workload.js';
+import { binVolume, BIN_VOLUME, OURS, ourInitContainers } from './containers.js';
+import { RENDER_EXIT, RenderError } from './errors.js';
+import { parseStream, planRelease, type RenderOptions } from './transform.js';
+import { finishAdditions, FinishRenderError, FINISH_CONTAINER, TOKEN_VOLUME, type FinishRenderOptions } from './finish-sidecar.js';
+import { CHART_INIT_CONTAINERS, get, meta, nameOf, podSeccomp, seqItems, VAULT_INIT_FIRST } from './workload.js';
 
 type Obj = Record<string, unknown>;
 

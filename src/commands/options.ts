@@ -1,9 +1,8 @@
 /** Our own settings: flags, then KONG_DB_INIT_* variables, then defaults. Pure functions. */
-import { configError } from './errors.js';
-import { parseIntIn, type Env } from './kong-config.js';
+import { configError } from '../errors.js';
+import { FINISH_POLICIES, type FinishPolicy } from '../engine/plan.js';
+import { parseIntIn, type Env } from '../kong/config.js';
 
-export const FINISH_POLICIES = ['auto', 'always', 'never'] as const;
-export type FinishPolicy = (typeof FINISH_POLICIES)[number];
 export type Command = 'migrate' | 'wait' | 'status' | 'install' | 'post-render' | 'help' | 'version';
 
 export interface Settings {

@@ -3,7 +3,7 @@
  * reads them, resolved to what our Postgres sessions and the Kong child need. Pure functions:
  * file reads are injected so that the rules can be unit tested.
  */
-import { configError } from './errors.js';
+import { configError } from '../errors.js';
 import { isReference, resolveReference } from './vault.js';
 
 export type Env = Record<string, string | undefined>;

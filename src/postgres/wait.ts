@@ -1,10 +1,10 @@
 /** Waiting: capped exponential backoff with full jitter, a deadline, and abortable sleeps. */
 import type pg from 'pg';
-import type { KongPg } from './config.js';
-import { describeTarget } from './config.js';
-import { classify, clientConfig, connectChecked, fatalMessage } from './db.js';
-import { ExitCode, InitError, Interrupted } from './errors.js';
-import type { Logger } from './log.js';
+import type { KongPg } from '../kong/config.js';
+import { describeTarget } from '../kong/config.js';
+import { classify, clientConfig, connectChecked, fatalMessage } from './connect.js';
+import { ExitCode, InitError, Interrupted } from '../errors.js';
+import type { Logger } from '../report/log.js';
 
 export interface Backoff {
   baseMs: number;

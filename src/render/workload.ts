@@ -4,7 +4,7 @@
  * (service mesh, Vault agent, seccomp). Pure; nothing here edits a document.
  */
 import { isMap, isScalar, isSeq, type Document, YAMLMap } from 'yaml';
-import { RUNS_KONG_MIGRATIONS, type JobRole } from './render-stream.js';
+import { RUNS_KONG_MIGRATIONS, type JobRole } from './stream.js';
 
 export const WAIT_CONTAINER = 'wait-for-db';
 /** Init containers the Kong chart itself renders (everything else in the list is the user's or ours). */
