@@ -1,13 +1,19 @@
 #!/usr/bin/env node
-/** Command-line entry point: parse settings, install signal handlers, dispatch, set the exit code. */
+/**
+ * Command-line entry point: parse settings (commands/options.ts, one flag table), install the one
+ * signal handler, dispatch to a command (commands/), set the exit code. Commands are thin: the
+ * machinery they share is the engine (engine/run.ts says how the parts fit).
+ */
 import fs from 'node:fs';
-import { OPTIONS, parseSettings, type Command, type Settings } from './commands/options.js';
-import { loadKongConfig, type Env } from './kong/config.js';
+import { flagHelp } from './commands/flags.js';
+import { COMMANDS, OPTIONS, parseSettings, type Command, type Settings } from './commands/options.js';
+import type { RunContext } from './engine/run.js';
 import { ExitCode, exitCodeSummary, isInitError } from './errors.js';
+import { inClusterAccess } from './kube/client.js';
+import { loadKongConfig, type Env } from './kong/config.js';
 import { realFiles } from './kong/files.js';
-import { addSecret, createLogger, redact } from './report/log.js';
 import { killTrackedGroups } from './kong/process-group.js';
-import type { RunContext } from './commands/migrate.js';
+import { addSecret, createLogger, redact, type Logger } from './report/log.js';
 
 declare const __KDI_VERSION__: string | undefined;
 
@@ -32,21 +38,17 @@ const COMMAND_HELP: Record<string, string> = {
   finish: 'run `kong migrations finish` once every Kong workload on the database has completed its rollout (the injected sidecar; `finish --help`)',
 };
 
+/** `--help`: the commands, and the flags of `cmd` (or of every database command) from the one flag table. */
 export function helpText(cmd?: Command): string {
-  const opts = OPTIONS.filter((o) => !cmd || o.commands.includes(cmd));
-  const optLines = opts.map((o) => {
-    const val = o.type === 'bool' ? '' : o.type === 'enum' ? ` <${o.values!.join('|')}>` : o.type === 'duration' ? ' <duration>' : ' <value>';
-    const meta = [o.env ? `env ${o.env}` : '', o.def !== undefined && o.type !== 'bool' ? `default ${o.def}` : ''].filter(Boolean).join(', ');
-    return `  ${(o.flag + val).padEnd(36)} ${o.help}${meta ? ` (${meta})` : ''}`;
-  });
-  const header = cmd && COMMAND_HELP[cmd] ? `kong-db-init ${cmd}: ${COMMAND_HELP[cmd]}\n` : '';
+  const header = cmd ? `kong-db-init ${cmd}: ${COMMAND_HELP[cmd]}\n` : '';
+  const flags = cmd ? flagHelp(OPTIONS, cmd) : COMMANDS.map((c) => `${c}:\n${flagHelp(OPTIONS, c)}`).join('\n');
   return `${header}Usage: kong-db-init <command> [options]
 
 Commands:
 ${Object.entries(COMMAND_HELP).map(([c, h]) => `  ${c.padEnd(12)} ${h}`).join('\n')}
 
-Options (flags win over environment variables):
-${optLines.join('\n')}
+Options (flags win over environment variables; \`kong-db-init post-render --help\` and \`values --help\` list theirs):
+${flags}
   --help, --version
 
 Postgres settings are Kong's own: KONG_DATABASE, KONG_PG_HOST, KONG_PG_PORT, KONG_PG_USER,
@@ -60,59 +62,12 @@ Exit codes: ${exitCodeSummary()}.
 `;
 }
 
-
-export async function main(argv: string[], env: Env): Promise<number> {
-  if (argv[0] === 'finish') {
-    // finish has flags of its own besides migrate's (see src/finish.ts)
-    const { finishMain } = await import('./commands/finish.js');
-    return finishMain(argv.slice(1), env, toolVersion());
-  }
-  const pr = argv.indexOf('post-render');
-  if (pr >= 0 && argv.slice(0, pr).every((a) => a.startsWith('-') && a !== '--help' && a !== '-h')) {
-    // the post-renderer has flags of its own (passed by Helm with --post-renderer-args)
-    const { postRenderMain } = await import('./commands/post-render.js');
-    return postRenderMain(argv.slice(pr + 1), env);
-  }
-  if (argv[0] === 'values') {
-    // flags of its own, shared with post-render (src/render-args.ts)
-    const { valuesMain } = await import('./commands/values.js');
-    return valuesMain(argv.slice(1), env);
-  }
-  let settings: Settings & { helpFor?: Command };
-  try {
-    settings = parseSettings(argv, env);
-  } catch (e) {
-    process.stderr.write(`kong-db-init: ${isInitError(e) ? e.message : String(e)}\n`);
-    return isInitError(e) ? e.exitCode : ExitCode.INTERNAL;
-  }
-  if (settings.command === 'help') {
-    process.stdout.write(helpText(settings.helpFor));
-    return 0;
-  }
-  if (settings.command === 'version') {
-    process.stdout.write(`kong-db-init ${toolVersion()}\n`);
-    return 0;
-  }
-  if (settings.command === 'install') {
-    const { installMain } = await import('./commands/install.js');
-    return installMain(settings.positional);
-  }
-  const log = createLogger({ format: settings.logFormat, verbose: settings.verbose });
-  addSecret(env.KONG_PG_PASSWORD);
-  let kong;
-  try {
-    kong = loadKongConfig(env, settings.conf, realFiles);
-  } catch (e) {
-    log.error(isInitError(e) ? e.message : redact(String(e)), { exit_code: isInitError(e) ? e.exitCode : 1 });
-    return isInitError(e) ? e.exitCode : ExitCode.INTERNAL;
-  }
-  addSecret(kong.password);
-  const ctl = new AbortController();
+/** The one signal handler: the first signal aborts the run; a second kills any running Kong step now. */
+function onSignals(log: Logger, ctl: AbortController): void {
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
     if (signals > 1) {
-      // a second signal: stop now, but never leave Kong's process group running behind us
       log.warn(`received ${sig} again: killing any running Kong step now (SIGKILL to its process group); a rerun completes what it cut short`);
       void killTrackedGroups().finally(() => process.exit(ExitCode.INTERRUPTED));
       return;
@@ -122,19 +77,85 @@ export async function main(argv: string[], env: Env): Promise<number> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+}
+
+/** The commands with flags of their own (post-render's come from Helm's --post-renderer-args). */
+async function ownParser(argv: string[], env: Env): Promise<number | undefined> {
+  const pr = argv.indexOf('post-render');
+  if (pr >= 0 && argv.slice(0, pr).every((a) => a.startsWith('-') && a !== '--help' && a !== '-h')) {
+    const { postRenderMain } = await import('./commands/post-render.js');
+    return postRenderMain(argv.slice(pr + 1), env);
+  }
+  if (argv[0] === 'values') {
+    const { valuesMain } = await import('./commands/values.js');
+    return valuesMain(argv.slice(1), env);
+  }
+  if (argv[0] === 'install') {
+    const { installMain } = await import('./commands/install.js');
+    return installMain(argv.slice(1));
+  }
+  return undefined;
+}
+
+/** Run a database command (migrate, wait, status, finish) with its settings. */
+async function runDbCommand(settings: Settings, env: Env): Promise<number> {
+  const log = createLogger({ format: settings.logFormat, verbose: settings.verbose });
+  addSecret(env.KONG_PG_PASSWORD);
+  let kong;
+  let kube;
+  try {
+    kong = loadKongConfig(env, settings.conf, realFiles);
+    addSecret(kong.password);
+    if (settings.command === 'finish' && settings.rollout === 'wait' && kong.database !== 'off') kube = inClusterAccess(env, realFiles);
+  } catch (e) {
+    log.error(isInitError(e) ? e.message : redact(String(e)), { exit_code: isInitError(e) ? e.exitCode : 1 });
+    return isInitError(e) ? e.exitCode : ExitCode.INTERNAL;
+  }
+  const ctl = new AbortController();
+  onSignals(log, ctl);
   const ctx: RunContext = { settings, kong, env, log, signal: ctl.signal, toolVersion: toolVersion() };
-  // loaded only for the commands that use it, so that post-render/values/install start lighter
-  const { migrate, status, waitReady } = await import('./commands/migrate.js');
   switch (settings.command) {
     case 'migrate':
-      return migrate(ctx);
+      return (await import('./commands/migrate.js')).migrate(ctx);
     case 'wait':
-      return waitReady(ctx);
+      return (await import('./commands/wait.js')).waitReady(ctx);
     case 'status':
-      return status(ctx);
-    default:
-      return ExitCode.INTERNAL;
+      return (await import('./commands/status.js')).status(ctx);
+    case 'finish': {
+      const f = await import('./commands/finish.js');
+      const code = await f.finish(ctx, kube);
+      return settings.thenIdle ? f.idle(ctx, code) : code;
+    }
   }
+}
+
+export async function main(argv: string[], env: Env): Promise<number> {
+  const own = await ownParser(argv, env);
+  if (own !== undefined) return own;
+  if (argv.length === 0 || ['--help', '-h', 'help'].includes(argv[0]!)) {
+    process.stdout.write(helpText());
+    return 0;
+  }
+  if (['--version', '-V', 'version'].includes(argv[0]!)) {
+    process.stdout.write(`kong-db-init ${toolVersion()}\n`);
+    return 0;
+  }
+  let settings: Settings;
+  try {
+    settings = parseSettings(argv, env);
+  } catch (e) {
+    process.stderr.write(`kong-db-init: ${isInitError(e) ? e.message : String(e)}\n`);
+    return isInitError(e) ? e.exitCode : ExitCode.INTERNAL;
+  }
+  if (settings.help) {
+    process.stdout.write(helpText(settings.command));
+    return 0;
+  }
+  if (settings.positional.length) {
+    process.stderr.write(`kong-db-init: unexpected argument ${JSON.stringify(settings.positional[0])}; run "kong-db-init ${settings.command} --help"\n`);
+    return ExitCode.CONFIG;
+  }
+  return runDbCommand(settings, env);
 }
 
 main(process.argv.slice(2), process.env).then(

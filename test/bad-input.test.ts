@@ -28,7 +28,7 @@ describe('bad input catalogue (real Postgres; Kong: the 3.7.1 stand-in)', () => 
 
   it('lock timeout: another holder keeps the migration lock → exit 12 naming the holder', async () => {
     const db = await createDb();
-    const { lockKey } = await import('../src/lock.js');
+    const { lockKey } = await import('../src/postgres/lock.js');
     const holder = new pg.Client({ host: db.host, port: db.port, user: db.user, password: db.password, database: db.name, application_name: 'kong-db-init/other-pod' });
     await holder.connect();
     try {

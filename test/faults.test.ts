@@ -3,7 +3,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { lockKey } from '../src/lock.js';
+import { lockKey } from '../src/postgres/lock.js';
 import { embeddedServer } from './helpers/embedded.js';
 import {
   admin,
@@ -57,7 +57,8 @@ async function holdLock(db: TestDb): Promise<pg.Client> {
 const waitingForLock = (out: () => string) => until(() => /waiting for the migration lock/.test(out()), 60_000, 'migrate to wait for the lock');
 
 describe('faults (real Postgres, real processes; Kong: the 3.7.1 stand-in chain)', () => {
-  it("holder killed (SIGKILL, whole pod) mid-bootstrap: the next migrate copes with Kong's leftover lock row and finishes, nothing ran twice", async () => {
+  /** A pod killed mid-bootstrap: Kong's chain dies with it and leaves its `locks` row (ttl 3 s, pushed to 8 s). */
+  async function killedMidBootstrap(): Promise<TestDb> {
     const db = await createDb();
     const slow = db.env({ KONG_STANDIN_DELAY_MS: '40', KONG_DB_INIT_KONG_LOCK_TIMEOUT: '3' });
     const first = spawnCli(['migrate'], slow, { detached: true });
@@ -71,22 +72,62 @@ describe('faults (real Postgres, real processes; Kong: the 3.7.1 stand-in chain)
     // (in Kong's own convention: a UTC wall-clock time stored in a timestamptz column)
     await db.query(`UPDATE locks SET ttl = (CURRENT_TIMESTAMP AT TIME ZONE 'UTC') + interval '8 seconds' WHERE key = 'migrations'`);
     expect(await listCode(db)).toBe(5);
-    const second = await runCli(['migrate'], db.env());
-    expect(second.exitCode, second.stderr).toBe(0);
-    expect(second.stderr).toMatch(/aborted by Kong's own lock; retrying.*kong_lock_owner=/);
-    // a bootstrap cut short is completed by `up`, which (like Kong's own `up`) leaves the
-    // teardown migration pending: a state `kong start` accepts
+    return db;
+  }
+
+  /** A bootstrap cut short is completed by `up`, which (like Kong's own `up`) leaves the teardown pending. */
+  async function completedOnce(db: TestDb): Promise<void> {
     expect(await listCode(db)).toBe(4);
     await noDuplicates(db);
     expect(await runsCount(db)).toBe(66);
+  }
+
+  it("holder killed (SIGKILL, whole pod) mid-bootstrap: the next migrate deletes the dead Kong's lock row (no other session), finishes, nothing ran twice", async () => {
+    const db = await killedMidBootstrap();
+    const owner = (await db.query<{ owner: string }>(`SELECT owner FROM locks`)).rows[0]!.owner;
+    const second = await runCli(['migrate'], db.env());
+    expect(second.exitCode, second.stderr).toBe(0);
+    expect(second.stderr).toContain(`repaired: Kong's "migrations" lock row (owner ${owner}`);
+    expect(second.stderr).not.toMatch(/aborted by Kong's own lock/);
+    expect(readStatus(db).repaired).toMatch(/left by a killed Kong: no other session is on the database, so it was deleted/);
+    const h = await db.query<{ actions: Array<{ action: string; note?: string }> }>('SELECT actions FROM kong_db_init_history ORDER BY id DESC LIMIT 1');
+    expect(h.rows[0]!.actions[0]).toMatchObject({ action: 'repair', note: expect.stringContaining(owner) });
+    await completedOnce(db);
   });
 
-  it("Kong's `up` gives up waiting for a leftover lock row (exit 1, \"timeout\"): migrate waits for the row to expire and retries", async () => {
+  it("holder killed mid-bootstrap, --no-repair: the next migrate waits out Kong's leftover lock row, then finishes", async () => {
+    const db = await killedMidBootstrap();
+    const second = await runCli(['migrate', '--no-repair'], db.env());
+    expect(second.exitCode, second.stderr).toBe(0);
+    expect(second.stderr).toMatch(/aborted by Kong's own lock; retrying.*kong_lock_owner=/);
+    expect(second.stderr).not.toMatch(/repaired:/);
+    await completedOnce(db);
+  });
+
+  it("a leftover lock row while another session is on the database (it could be a running Kong): not deleted, its ttl is waited out", async () => {
+    const db = await createDb();
+    await seed(db, '3.6');
+    await db.query(`INSERT INTO locks VALUES ('migrations', 'other-node', (CURRENT_TIMESTAMP AT TIME ZONE 'UTC') + interval '4 seconds')`);
+    const other = new pg.Client({ host: db.host, port: db.port, user: db.user, password: db.password, database: db.name, application_name: 'kong' });
+    await other.connect();
+    try {
+      const r = await runCli(['migrate'], db.env({ KONG_DB_INIT_KONG_LOCK_TIMEOUT: '1' }));
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/1 other session\(s\) on the database could be a running Kong migration: waiting for its ttl/);
+      expect(r.stderr).not.toMatch(/repaired:/);
+      expect(r.stderr).toMatch(/aborted by Kong's own lock; retrying.*kong_lock_owner=other-node/);
+      expect(await listCode(db)).toBe(4);
+    } finally {
+      await other.end();
+    }
+  });
+
+  it("Kong's `up` gives up waiting for a leftover lock row (exit 1, \"timeout\"), --no-repair: migrate waits for the row to expire and retries", async () => {
     const db = await createDb();
     await seed(db, '3.6');
     // Kong's `up` (--lock-timeout 1 s) starts well within these 6 s and gives up waiting for the row
     await db.query(`INSERT INTO locks VALUES ('migrations', 'killed-node', (CURRENT_TIMESTAMP AT TIME ZONE 'UTC') + interval '6 seconds')`);
-    const r = await runCli(['migrate'], db.env({ KONG_DB_INIT_KONG_LOCK_TIMEOUT: '1' }));
+    const r = await runCli(['migrate', '--no-repair'], db.env({ KONG_DB_INIT_KONG_LOCK_TIMEOUT: '1' }));
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/\[kong migrations up\] Error: \[PostgreSQL error\] timeout/);
     expect(r.stderr).toMatch(/aborted by Kong's own lock; retrying.*kong_lock_owner=killed-node/);

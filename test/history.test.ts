@@ -4,7 +4,8 @@
  */
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { ensureHistory, HISTORY_TABLE, recordHistory, type Summary } from '../src/status.js';
+import { ensureHistory, HISTORY_TABLE, recordHistory } from '../src/postgres/history.js';
+import type { Summary } from '../src/report/summary.js';
 import { admin, createDb, readStatus, runCli, seed, type TestDb } from './helpers/harness.js';
 
 async function adminClient(db: TestDb): Promise<pg.Client> {

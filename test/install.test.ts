@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
-import { libraryPlan, runtimeLibraries, soname, staleChunks } from '../src/install.js';
+import { libraryPlan, runtimeLibraries, soname, staleChunks } from '../src/commands/install.js';
 import { CLI, createDb, listCode } from './helpers/harness.js';
 
 const made: string[] = [];

@@ -3,7 +3,11 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadKongConfig } from '../src/kong/config.js';
+import { realFiles } from '../src/kong/files.js';
+import { classify, clientConfig, closeClient, connectChecked } from '../src/postgres/connect.js';
 import { embeddedServer, type Server } from './helpers/embedded.js';
 import { adminQuery, createDb, KONG_PASSWORD, listCode, runCli, until, type TestDb } from './helpers/harness.js';
 
@@ -91,6 +95,32 @@ describe.skipIf(skip)('TLS to Postgres', () => {
     const withCert = await runCli(['migrate', '--dry-run'], mtls.env({ ...tlsEnv, KONG_PG_SSL_CERT: `${dir}/client.pem`, KONG_PG_SSL_CERT_KEY: `${dir}/client.key` }));
     expect(withCert.exitCode, withCert.stderr).toBe(0);
     expect(withCert.stderr).toMatch(/dry run/);
+  });
+
+  it("`system` trusts the operating system's bundle as Kong does: a private CA in the image's trust store works, alone or with `system,/path/extra.pem`", async () => {
+    // the image's trust store: public roots plus the private CA (update-ca-certificates' output), at the
+    // second of Kong's system paths (the first does not exist), and one without the private CA
+    const trustStore = path.join(dir, 'ca-certificates.crt');
+    fs.writeFileSync(trustStore, `${tls.rootCertificates.join('\n')}\n${fs.readFileSync(path.join(dir, 'ca.pem'), 'utf8')}`);
+    const publicOnly = path.join(dir, 'public-only.crt');
+    fs.writeFileSync(publicOnly, `${tls.rootCertificates.join('\n')}\n`);
+    const connect = async (env: Record<string, string>, systemCaPaths: string[]) => {
+      const k = loadKongConfig({ ...db.env(), KONG_PG_SSL: 'on', KONG_PG_SSL_VERIFY: 'on', KONG_PG_SSL_REQUIRED: 'on', ...env }, undefined, realFiles, { systemCaPaths });
+      const c = await connectChecked(clientConfig(k));
+      try {
+        return (await c.query<{ ssl: boolean }>('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).rows[0]?.ssl;
+      } finally {
+        await closeClient(c);
+      }
+    };
+    const missing = path.join(dir, 'no-such-bundle.crt');
+    expect(await connect({}, [missing, trustStore])).toBe(true); // lua_ssl_trusted_certificate defaults to `system`
+    expect(await connect({ KONG_LUA_SSL_TRUSTED_CERTIFICATE: 'system' }, [missing, trustStore])).toBe(true);
+    expect(await connect({ KONG_LUA_SSL_TRUSTED_CERTIFICATE: `system,${dir}/ca.pem` }, [publicOnly])).toBe(true);
+    expect(await connect({ KONG_LUA_SSL_TRUSTED_CERTIFICATE: `${dir}/other-ca.pem,system` }, [trustStore])).toBe(true);
+    // the operating system's bundle without the private CA: refused, as Kong would refuse it
+    const refused = await connect({ KONG_LUA_SSL_TRUSTED_CERTIFICATE: 'system' }, [publicOnly]).catch((e: unknown) => e);
+    expect(classify(refused, { host: '127.0.0.1', port: server.port, db: db.name, user: db.user, ssl: true, sslVerify: true })).toMatchObject({ kind: 'fatal', reason: expect.stringMatching(/^TLS: /) });
   });
 
   it('ssl on, verify off: connects without checking the certificate', async () => {

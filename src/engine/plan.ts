@@ -29,14 +29,18 @@ export function stateName(s: SchemaState): StateName {
   return count(s.new) > 0 ? 'pending+new' : 'pending';
 }
 
-/** A short fingerprint: two states with the same fingerprint mean a step made no progress. */
-export function fingerprint(s: SchemaState): string {
+/** A short key of a state's counts: two states with the same key mean a step made no progress. */
+export function progressKey(s: SchemaState): string {
   return `${s.code}:${count(s.executed)}:${count(s.pending)}:${count(s.new)}`;
 }
 
-/** Whether `kong start` (the chart's wait-for-db loop) accepts this state. */
+/**
+ * Whether `kong start` (the chart's wait-for-db loop) accepts this state: up to date, or pending
+ * alone. Kong 3.7.1 refuses pending+new (`check_state` raises on any new migration) although
+ * `list` exits 4 for it.
+ */
 export function kongStartAccepts(s: SchemaState): boolean {
-  return s.code === 0 || s.code === 4;
+  return s.code === 0 || (s.code === 4 && count(s.new) === 0);
 }
 
 export interface Plan {
@@ -121,7 +125,7 @@ export type StepOutcome = 'progressed' | 'progressed-after-race' | 'aborted' | '
 export function classifyStep(r: StepRun): StepOutcome {
   const aborted = r.facts.notLeader || (r.exitCode !== 0 && r.kongLockHeld && r.facts.lockWaitTimedOut);
   const race = r.exitCode !== 0 && !aborted && r.facts.raceError;
-  const progressed = fingerprint(r.after) !== fingerprint(r.before);
+  const progressed = progressKey(r.after) !== progressKey(r.before);
   if (r.exitCode !== 0 && !race && !aborted) return 'failed';
   if (progressed) return race ? 'progressed-after-race' : 'progressed';
   if (aborted) return 'aborted';

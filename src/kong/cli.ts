@@ -54,8 +54,6 @@ export interface KongResult {
   signal?: string;
   /** We stopped Kong's process group (after a signal and the grace period): the step was cut. */
   killed?: boolean;
-  /** A signal arrived while the step ran and the step finished on its own within the grace period. */
-  finishedAfterSignal?: boolean;
 }
 
 export interface KongRunnerOptions {
@@ -150,11 +148,9 @@ export class KongCli {
     }
     const pgid = child.pid;
     if (pgid !== undefined) trackGroup(pgid);
-    let signalledAt: number | undefined;
     let stopping: Promise<boolean> | undefined;
     let timer: NodeJS.Timeout | undefined;
     const onAbort = () => {
-      signalledAt = Date.now();
       const grace = opts.graceMs ?? 0;
       if (grace > 0 && !opts.quiet) this.o.log.warn(`letting ${cmd} finish (up to --grace-period ${Math.round(grace / 100) / 10} s)`);
       timer = setTimeout(() => {
@@ -194,7 +190,6 @@ export class KongCli {
       durationMs: Date.now() - start,
       signal: r.signal ?? undefined,
       killed,
-      finishedAfterSignal: signalledAt !== undefined && !killed,
     };
   }
 

@@ -3,6 +3,7 @@
  * reads them, resolved to what our Postgres sessions and the Kong child need. Pure functions:
  * file reads are injected so that the rules can be unit tested.
  */
+import { X509Certificate } from 'node:crypto';
 import { configError } from '../errors.js';
 import { isReference, resolveReference } from './vault.js';
 
@@ -26,7 +27,10 @@ export interface KongPg {
   sslVerify: boolean;
   /** pg_ssl_required: with pg_ssl on, refuse a server without TLS (off: plain text, as Kong's pgmoon falls back). */
   sslRequired: boolean;
-  /** PEM contents of the CA files Kong trusts (lua_ssl_trusted_certificate), when verifying. */
+  /**
+   * PEM certificates Kong trusts (lua_ssl_trusted_certificate, `system` read from the operating
+   * system's bundle as Kong reads it), when verifying; they replace Node's bundled roots.
+   */
   ca: string[] | undefined;
   /** PEM contents of pg_ssl_cert / pg_ssl_cert_key (client certificate), when set and pg_ssl is on. */
   clientCert: string | undefined;
@@ -167,6 +171,76 @@ const USED_SETTINGS = [
   'pg_ssl', 'pg_ssl_verify', 'pg_ssl_required', 'pg_ssl_cert', 'pg_ssl_cert_key', 'lua_ssl_trusted_certificate',
 ] as const;
 
+/**
+ * The files Kong 3.7.1 reads for `lua_ssl_trusted_certificate = system` (kong/tools/system.lua
+ * `get_system_trusted_certs_filepath`): the first that exists is the operating system's bundle.
+ */
+export const SYSTEM_CA_PATHS: readonly string[] = [
+  '/etc/ssl/certs/ca-certificates.crt', // Debian, Ubuntu (the kong image), Gentoo
+  '/etc/pki/tls/certs/ca-bundle.crt', // Fedora, RHEL 6
+  '/etc/ssl/ca-bundle.pem', // openSUSE
+  '/etc/pki/tls/cacert.pem', // OpenELEC
+  '/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem', // CentOS, RHEL 7+ (ubi)
+  '/etc/ssl/cert.pem', // Alpine, OpenBSD
+];
+
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/** Certificates given inline, as Kong allows when the entry is no file: PEM text, or base64 (or base64url) of PEM or DER. */
+function inlineCertificates(value: string): string[] | undefined {
+  const asPem = (text: string) => {
+    const certs = text.match(PEM_CERT) ?? [];
+    try {
+      return certs.length > 0 ? certs.map((c) => new X509Certificate(c).toString()) : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const pem = asPem(value);
+  if (pem) return pem;
+  const compact = value.replace(/\s+/g, '');
+  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(compact)) return undefined;
+  const bytes = Buffer.from(compact.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+  const decodedPem = asPem(bytes.toString('latin1'));
+  if (decodedPem) return decodedPem;
+  try {
+    return [new X509Certificate(bytes).toString()];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * lua_ssl_trusted_certificate as Kong 3.7.1 reads it (kong/conf_loader/parse.lua): a comma-separated
+ * list; `system` is the first of `systemPaths` that exists (none: Kong drops the entry); any other
+ * entry is a file, or else the certificate itself (PEM, or base64 of PEM/DER). Kong concatenates
+ * them all (`.ca_combined`): so do we. Nothing left to trust is a configuration error, since Kong
+ * would then verify against nothing.
+ */
+export function trustedCertificates(value: string, setting: string, files: FileReader, systemPaths: readonly string[]): string[] {
+  const entries = value.split(',').map((s) => s.trim()).filter(Boolean);
+  const pems: string[] = [];
+  let systemMissing = false;
+  for (const e of entries) {
+    if (e === 'system') {
+      const bundle = systemPaths.find((p) => files.exists(p));
+      if (bundle) pems.push(readPem(files, bundle, `${setting} (system)`, 'system CA bundle'));
+      else systemMissing = true;
+    } else if (files.exists(e)) {
+      pems.push(readPem(files, e, setting, 'CA'));
+    } else {
+      const inline = inlineCertificates(e);
+      if (!inline) throw configError(`${setting}: CA file ${e.length > 80 ? `${e.slice(0, 40)}...` : e} not found (nor is it a PEM or base64 certificate); mount the CA bundle or fix the path`);
+      pems.push(inline.join(''));
+    }
+  }
+  if (pems.length === 0) {
+    const why = systemMissing ? `"system" names the operating system's CA bundle, but none of ${systemPaths.join(', ')} exists` : 'it names no certificate';
+    throw configError(`${setting}=${JSON.stringify(value)}: ${why}, so Kong would trust no server certificate; set it to the CA file of the Postgres server (or install the CA bundle), or set KONG_PG_SSL_VERIFY=off`);
+  }
+  return pems;
+}
+
 function readPem(files: FileReader, file: string, setting: string, what: string): string {
   if (!files.exists(file)) throw configError(`${setting}: ${what} file ${file} not found; mount it there or fix the path`);
   try {
@@ -176,8 +250,13 @@ function readPem(files: FileReader, file: string, setting: string, what: string)
   }
 }
 
+export interface LoadOptions {
+  /** Where `system` in lua_ssl_trusted_certificate looks (SYSTEM_CA_PATHS; tests point it elsewhere). */
+  systemCaPaths?: readonly string[];
+}
+
 /** Resolve the settings Kong itself would use to reach Postgres. */
-export function loadKongConfig(env: Env, confFlag: string | undefined, files: FileReader): KongPg {
+export function loadKongConfig(env: Env, confFlag: string | undefined, files: FileReader, opts: LoadOptions = {}): KongPg {
   const fromFiles = readFileVariables(env, files);
   const { values, source, confPath, explicitConf } = layerKongValues(env, confFlag, files, fromFiles);
   const src = (k: string) => source[k] ?? `KONG_${k.toUpperCase()}`;
@@ -213,16 +292,7 @@ export function loadKongConfig(env: Env, confFlag: string | undefined, files: Fi
   const schema = values.pg_schema?.trim() || undefined;
 
   let ca: string[] | undefined;
-  if (pgUsed && ssl && sslVerify) {
-    const entries = get('lua_ssl_trusted_certificate').split(',').map((s) => s.trim()).filter(Boolean);
-    const pems: string[] = [];
-    let system = false;
-    for (const e of entries) {
-      if (e === 'system') system = true;
-      else pems.push(readPem(files, e, src('lua_ssl_trusted_certificate'), 'CA'));
-    }
-    ca = pems.length > 0 ? (system ? ['system', ...pems] : pems) : undefined;
-  }
+  if (pgUsed && ssl && sslVerify) ca = trustedCertificates(get('lua_ssl_trusted_certificate'), src('lua_ssl_trusted_certificate'), files, opts.systemCaPaths ?? SYSTEM_CA_PATHS);
 
   let clientCert: string | undefined;
   let clientKey: string | undefined;

@@ -1,5 +1,4 @@
 /** Postgres connection settings derived from Kong's configuration, and error classification. */
-import tls from 'node:tls';
 import os from 'node:os';
 import pg from 'pg';
 import type { KongPg } from '../kong/config.js';
@@ -40,8 +39,9 @@ export function clientConfig(k: KongPg, override?: Partial<Target>): ClientConfi
   if (k.ssl) {
     const client = k.clientCert && k.clientKey ? { cert: k.clientCert, key: k.clientKey } : {};
     if (k.sslVerify) {
-      const ca = k.ca ? k.ca.flatMap((c) => (c === 'system' ? [...tls.rootCertificates] : [c])) : undefined;
-      ssl = { rejectUnauthorized: true, ca, servername: host, ...client };
+      // exactly what Kong trusts (lua_ssl_trusted_certificate; `system` is the OS bundle, read in
+      // kong/config.ts), never Node's bundled roots: a CA Kong trusts is trusted here, and only those
+      ssl = { rejectUnauthorized: true, ca: k.ca, servername: host, ...client };
     } else {
       ssl = { rejectUnauthorized: false, ...client };
     }

@@ -23,7 +23,6 @@ export function backoffDelay(attempt: number, b: Backoff = DEFAULT_BACKOFF, rand
   return Math.floor(random() * ceiling);
 }
 
-export { Interrupted };
 
 /** Sleep that ends early (rejecting with Interrupted) when the signal aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseFinishArgs } from '../../src/commands/finish.js';
+import { parseSettings } from '../../src/commands/options.js';
 import { inClusterAccess, selectorString } from '../../src/kube/client.js';
 import { FINISH_CONTAINER, FINISH_RULES, finishAdditions } from '../../src/render/finish-sidecar.js';
 import { GROUP_LABEL, IMAGE_ANNOTATION, currentHash, rolloutBlockers, type Observed, type Pod, type Workload } from '../../src/kube/rollout.js';
@@ -116,20 +116,22 @@ describe('inClusterAccess', () => {
   });
 });
 
-describe('parseFinishArgs', () => {
-  it('defaults, flags over environment, and shared flags passed through', () => {
-    const r = parseFinishArgs(['--group', 'g1', '--deadline=5m', '--then-idle'], { KONG_DB_INIT_FINISH_GROUP: 'env', KONG_DB_INIT_FINISH_POLL: '2s' });
-    expect(r.finish).toMatchObject({ group: 'g1', rollout: 'wait', pollMs: 2000, thenIdle: true, namespaces: [] });
-    expect(r.shared).toEqual(['--deadline=5m']);
+describe('finish settings (the one flag table)', () => {
+  it('defaults, flags over environment, and the flags it shares with migrate', () => {
+    const r = parseSettings(['finish', '--group', 'g1', '--deadline=5m', '--then-idle', '--lock-host', 'pg-direct'], { KONG_DB_INIT_FINISH_GROUP: 'env', KONG_DB_INIT_FINISH_POLL: '2s' });
+    expect(r).toMatchObject({ group: 'g1', rollout: 'wait', pollMs: 2000, thenIdle: true, namespaces: [], deadlineMs: 300_000, lockHost: 'pg-direct', finish: 'always', repair: true });
+    expect(parseSettings(['finish'], {}).deadlineMs).toBe(6 * 3600_000);
+    expect(parseSettings(['finish', '--no-repair'], {}).repair).toBe(false);
   });
   it.each([
-    [['--rollout', 'later'], /--rollout="later" is invalid; use wait or skip/],
+    [['--rollout', 'later'], /--rollout="later" is invalid; use one of wait, skip/],
     [['--group', 'a b'], /not a valid label value/],
     [['--namespaces', 'ok,Bad_NS'], /"Bad_NS" is not a namespace name/],
     [['--poll', '10ms'], /too short/],
     [['--group'], /needs a value/],
+    [['--dry-run'], /--dry-run does not apply to "finish"/],
   ])('rejects %j naming the fix', (argv, msg) => {
-    expect(() => parseFinishArgs(argv, {})).toThrow(msg);
+    expect(() => parseSettings(['finish', ...argv], {})).toThrow(msg);
   });
 });
 
@@ -172,6 +174,20 @@ describe('finishAdditions', () => {
     expect(() => finishAdditions(noNs)).toThrow(/--namespace/);
     expect(finishAdditions(noNs, { namespace: 'n' }).documents[1]!.subjects[0].namespace).toBe('n');
     expect(() => finishAdditions({ kind: 'Deployment', metadata: { name: 'x' }, spec: { template: { spec: { containers: [{ name: 'web' }] } } } })).toThrow(/proxy/);
+  });
+  it('never binds the Role to the namespace\'s "default" ServiceAccount (named or implied): refused with the fix (issue 14 item 10)', () => {
+    const withSa = (sa: string | undefined) => ({ ...kongDeployment, spec: { ...kongDeployment.spec, template: { ...kongDeployment.spec.template, spec: { ...kongDeployment.spec.template.spec, serviceAccountName: sa } } } });
+    for (const sa of [undefined, 'default']) {
+      expect(() => finishAdditions(withSa(sa))).toThrow(/runs as the namespace's "default" ServiceAccount.*deployment\.serviceAccount\.create=true.*deployment\.serviceAccount\.name=NAME/);
+    }
+    expect(finishAdditions(withSa('kong-own')).documents[1]!.subjects).toEqual([{ kind: 'ServiceAccount', name: 'kong-own', namespace: 'kong' }]);
+  });
+  it('all-in-one: the sidecar runs the all-in-one image (the program at /opt/kong-db-init) with no program volume; the rollout still compares the proxy\'s Kong image (issue 14 item 3)', () => {
+    const a = finishAdditions(kongDeployment, { allInOne: 'registry.example.com/kong-db-init-aio:3.7.1', pullPolicy: 'Always' });
+    expect(a.container).toMatchObject({ image: 'registry.example.com/kong-db-init-aio:3.7.1', imagePullPolicy: 'Always', command: ['/opt/kong-db-init/kong-db-init', 'finish'] });
+    expect(a.container.volumeMounts.map((m: { name: string }) => m.name)).not.toContain('kong-db-init-bin');
+    expect(a.container.args).toContain('--kong-image=kong:3.7.1');
+    expect(a.podAnnotations).toEqual({ [IMAGE_ANNOTATION]: 'kong:3.7.1' });
   });
 });
 
@@ -221,7 +237,7 @@ describe('finish (real process, real Postgres, Kong stand-in)', () => {
     const db = await createDb();
     const r = await runCli(['finish', '--rollout=maybe'], db.env());
     expect(r.exitCode).toBe(2);
-    expect(r.stderr).toMatch(/use wait or skip/);
+    expect(r.stderr).toMatch(/--rollout="maybe" is invalid; use one of wait, skip/);
     expect(fs.existsSync(path.join(db.dir, 'status.json'))).toBe(false);
   });
 });

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseList } from '../../src/kong/cli.js';
-import { decide, fingerprint, kongStartAccepts, stateName, type SchemaState } from '../../src/engine/plan.js';
+import { decide, progressKey, kongStartAccepts, stateName, type SchemaState } from '../../src/engine/plan.js';
 import { FIXTURES } from '../helpers/harness.js';
 
 const fixture = (name: string) => {
@@ -75,9 +75,9 @@ describe('decide', () => {
   it('kong start accepts 0 and 4 only', () => {
     expect([st(0), st(3), st(4, 1), st(5, 0, 1)].map(kongStartAccepts)).toEqual([true, false, true, false]);
   });
-  it('fingerprint changes with progress and not otherwise', () => {
-    expect(fingerprint(st(5, 0, 2))).toBe(fingerprint(st(5, 0, 2)));
-    expect(fingerprint(st(5, 0, 2))).not.toBe(fingerprint(st(5, 0, 1)));
-    expect(fingerprint(st(4, 1))).not.toBe(fingerprint(st(0)));
+  it('progressKey changes with progress and not otherwise', () => {
+    expect(progressKey(st(5, 0, 2))).toBe(progressKey(st(5, 0, 2)));
+    expect(progressKey(st(5, 0, 2))).not.toBe(progressKey(st(5, 0, 1)));
+    expect(progressKey(st(4, 1))).not.toBe(progressKey(st(0)));
   });
 });

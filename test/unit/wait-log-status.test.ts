@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { classify } from '../../src/postgres/connect.js';
 import { createLogger, addSecret, redact } from '../../src/report/log.js';
 import { serializeSummary, type Summary } from '../../src/report/summary.js';
-import { backoffDelay, sleep, Interrupted } from '../../src/postgres/wait.js';
+import { Interrupted } from '../../src/errors.js';
+import { backoffDelay, sleep } from '../../src/postgres/wait.js';
 import { lockKey } from '../../src/postgres/lock.js';
 
 const k = { host: 'db', port: 5432, db: 'kong', user: 'kong', ssl: false, sslVerify: false };
