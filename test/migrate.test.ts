@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { embeddedServer } from './helpers/embedded.js';
-import { createDb, KONG_PASSWORD, listCode, readStatus, runCli, runKong, seed, spawnCli, standinEvents, type Run, type TestDb } from './helpers/harness.js';
+import { createDb, KONG_PASSWORD, listCode, readStatus, runCli, runKong, seed, spawnCli, STANDIN_BIN, standinEvents, until, type Run, type TestDb } from './helpers/harness.js';
 
 const seenOutputs: string[] = [];
 function keep(r: Run): Run {
@@ -177,6 +177,28 @@ describe('migrate (real Postgres; Kong: the 3.7.1 stand-in)', () => {
     expect(Date.now() - t).toBeLessThan(1000);
     expect(res.exitCode).toBe(130);
     expect(readStatus(db)).toMatchObject({ outcome: 'interrupted', exit_code: 130 });
+  });
+
+  it('SIGTERM right after the bootstrap, during the re-check `list`: the step is recorded, the state re-read, the history row kept', async () => {
+    const db = await createDb();
+    // a Kong whose `list` is slow: the re-check after the bootstrap is where the signal lands
+    const mark = path.join(db.dir, 'list-started');
+    const slowList = path.join(db.dir, 'kong-slow-list');
+    fs.writeFileSync(slowList, `#!/bin/sh\nif [ "$1 $2" = "migrations list" ] && [ ! -e ${mark} ]; then : > ${mark}; sleep 2; fi\nexec ${path.join(STANDIN_BIN, 'kong')} "$@"\n`, { mode: 0o755 });
+    const child = spawnCli(['migrate', '--kong-bin', slowList], db.env());
+    await until(() => fs.existsSync(mark), 30_000, 'the re-check after bootstrap');
+    child.kill('SIGTERM');
+    const res = await child;
+    expect(res.exitCode, String(res.stderr)).toBe(130);
+    const status = readStatus(db) as { outcome: string; actions: Array<{ action: string; exit: number; note?: string }>; state_after?: string; error?: string };
+    expect(status.outcome).toBe('interrupted');
+    expect(status.actions).toEqual([expect.objectContaining({ action: 'bootstrap', exit: 0, note: 'finished after the signal' })]);
+    expect(status.state_after).toBe('up-to-date');
+    expect(status.error).toMatch(/kong migrations bootstrap finished \(exit 0\) after the signal; the schema is now "up-to-date"/);
+    const rows = await history(db);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ outcome: 'interrupted', state_after: 'up-to-date' });
+    expect(await listCode(db)).toBe(0);
   });
 
   it('KONG_DATABASE=off → exits 0 at once and says why (migrate and wait)', async () => {

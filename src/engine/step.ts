@@ -6,7 +6,7 @@
  */
 import type { FinishPolicy } from './plan.js';
 import { ExitCode, InitError, Interrupted } from '../errors.js';
-import { lastLines, readStepOutput, type KongCli } from '../kong/cli.js';
+import { lastLines, readStepOutput, type KongCli, type KongResult } from '../kong/cli.js';
 import type { KongLockRow } from '../postgres/kong-tables.js';
 import type { Logger } from '../report/log.js';
 import { classifyStep, decide, stateName, retryDelay, type Action, type SchemaState } from './plan.js';
@@ -30,6 +30,29 @@ export interface StepContext {
   observed(s: SchemaState): void;
 }
 
+/**
+ * A signal arrived during the step or its re-check: record the step first, then re-read the state
+ * with a bounded time of its own (inside the pod's termination grace; the signal does not cut
+ * it), and say truthfully whether Kong finished or was killed mid-step.
+ */
+async function interrupted(action: Action, r: KongResult, rec: ActionRecord, sc: StepContext): Promise<Interrupted> {
+  rec.note = r.killed ? 'killed mid-step after --grace-period' : 'finished after the signal';
+  sc.record(rec);
+  let now = 'unknown (could not re-read it)';
+  try {
+    const after = await sc.cli.list(AbortSignal.timeout(REREAD_AFTER_SIGNAL_MS));
+    sc.observed(after);
+    now = `"${stateName(after)}"`;
+  } catch {
+    // leave it unknown
+  }
+  return new Interrupted(
+    r.killed
+      ? `kong migrations ${action} was still running after --grace-period and was killed mid-step; the schema is now ${now}; rerun to complete it`
+      : `kong migrations ${action} finished (exit ${r.exitCode}) after the signal; the schema is now ${now}`,
+  );
+}
+
 /** Run `action` from state `before` until it progressed (returns the new state) or failed (throws). */
 export async function runStep(action: Action, before: SchemaState, sc: StepContext): Promise<SchemaState> {
   const { cli, log, signal } = sc;
@@ -37,24 +60,16 @@ export async function runStep(action: Action, before: SchemaState, sc: StepConte
     log.info(`running kong migrations ${action}`, { attempt, state: stateName(before) });
     const r = await cli.migrations(action, signal);
     const rec: ActionRecord = { action, ms: r.durationMs, exit: r.exitCode };
-    if (signal.aborted) {
-      rec.note = r.killed ? 'killed mid-step after --grace-period' : 'finished after the signal';
-      sc.record(rec);
-      let now = 'unknown (could not re-read it)';
-      try {
-        const after = await cli.list(AbortSignal.timeout(REREAD_AFTER_SIGNAL_MS));
-        sc.observed(after);
-        now = `"${stateName(after)}"`;
-      } catch {
-        // leave it unknown
-      }
-      throw new Interrupted(
-        r.killed
-          ? `kong migrations ${action} was still running after --grace-period and was killed mid-step; the schema is now ${now}; rerun to complete it`
-          : `kong migrations ${action} finished (exit ${r.exitCode}) after the signal; the schema is now ${now}`,
-      );
+    if (signal.aborted) throw await interrupted(action, r, rec, sc);
+    let after: SchemaState;
+    try {
+      after = await cli.list(signal);
+    } catch (e) {
+      // the signal came during the re-check: the step's outcome is recorded all the same
+      if (signal.aborted) throw await interrupted(action, r, rec, sc);
+      sc.record({ ...rec, note: 'the state could not be re-read after the step' });
+      throw e;
     }
-    const after = await cli.list(signal);
     sc.observed(after);
     const lockRow = await sc.kongLock();
     const outcome = classifyStep({ exitCode: r.exitCode, facts: readStepOutput(r), before, after, kongLockHeld: lockRow !== undefined });
