@@ -5,7 +5,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { libraryPlan, runtimeLibraries, soname, staleChunks } from '../src/commands/install.js';
-import { CLI, createDb, listCode } from './helpers/harness.js';
+import { CLI, createDb, listCode, seed, until } from './helpers/harness.js';
 
 const made: string[] = [];
 afterAll(() => {
@@ -54,6 +54,30 @@ describe('install DIR', () => {
     const r = await execa('env', ['-i', ...only, path.join(dir, 'kong-db-init'), 'migrate'], { reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
     expect(await listCode(db)).toBe(0);
+  });
+
+  it('the finish sidecar (--then-idle) through the launcher: Node exits once finish is done, a shell idles, SIGTERM stops it at once', async () => {
+    const dir = await installTo();
+    const db = await createDb();
+    await seed(db, 'pending');
+    const env = Object.entries(db.env()).filter(([k]) => k.startsWith('KONG_') || k === 'PATH').map(([k, v]) => `${k}=${v}`);
+    const child = execa('env', ['-i', ...env, path.join(dir, 'kong-db-init'), 'finish', '--then-idle', '--rollout=skip'], { reject: false });
+    let err = '';
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    await until(() => /kong migrations finish done/.test(err), 30_000, 'finish to be done');
+    // the launcher's shell is left, with a sleep; no Node process any more
+    const tree = () => execa('ps', ['-o', 'pid=,rss=,comm=', '--ppid', String(child.pid)], { reject: false }).then((r) => r.stdout);
+    await until(async () => !/\bnode\b/.test(await tree()), 10_000, 'node to exit');
+    expect(await tree()).toMatch(/\bsleep\b/);
+    const rss = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1]);
+    console.log(`idle finish sidecar: the launcher shell's RSS ${rss} kB (node exited)`);
+    expect(await listCode(db)).toBe(0);
+    const t = Date.now();
+    child.kill('SIGTERM');
+    const r = await child;
+    console.log(`stopped ${Date.now() - t} ms after SIGTERM`);
+    expect(r.exitCode).toBe(0);
+    expect(await tree()).toBe('');
   });
 
   it('installing over an earlier copy replaces damaged files and removes chunks the new bundle lacks', async () => {

@@ -24,6 +24,26 @@ if [ -d "$d/lib" ]; then
   # the image's own C++ runtime is preferred; ours only when it has none
   [ -n "$found" ] || export LD_LIBRARY_PATH="$d/lib\${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
+case " $* " in
+  *" --then-idle "* | *" --then-idle=true "*)
+    # the finish sidecar: finish runs as a child; once it is done this shell alone (about 1 MB)
+    # waits for SIGTERM, so the kubelet never restarts the container and an idle pod costs little
+    "$d/node" "$d/app/cli.js" "$@" --then-idle=false &
+    child=$! stopping= code=0
+    trap 'stopping=1; kill -TERM $child 2>/dev/null' TERM INT
+    while :; do
+      wait $child; code=$?
+      kill -0 $child 2>/dev/null || break
+    done
+    [ -z "$stopping" ] || exit $code
+    sleeper=
+    trap 'kill $sleeper 2>/dev/null; exit $code' TERM INT
+    while :; do
+      sleep 600 & sleeper=$!
+      wait $sleeper
+      [ "$code" = 0 ] || echo "kong-db-init finish failed earlier in this pod (exit $code): see the lines above, kong-db-init status or the kong_db_init_history table; fix the cause and restart the pod" >&2
+    done ;;
+esac
 exec "$d/node" "$d/app/cli.js" "$@"
 `;
 
