@@ -201,6 +201,24 @@ describe('migrate (real Postgres; Kong: the 3.7.1 stand-in)', () => {
     expect(await listCode(db)).toBe(0);
   });
 
+  it('pending+new: `wait` does not call it ready and `status` says kong start refuses it (Kong 3.7.1 check_state raises on any new migration)', async () => {
+    const db = await createDb();
+    await seed(db, 'pending+new');
+    const w = keep(await runCli(['wait', '--deadline', '2s'], db.env()));
+    expect(w.exitCode, w.stderr).toBe(11);
+    expect(w.stderr).toMatch(/deadline reached: schema is "pending\+new"/);
+    expect(w.stderr).not.toMatch(/kong start will proceed/);
+    const st = keep(await runCli(['status', '--json'], db.env()));
+    expect(st.exitCode).toBe(4);
+    expect(JSON.parse(st.stdout.trim().split('\n').pop()!)).toMatchObject({ state: 'pending+new', list_exit: 4, kong_start_accepts: false });
+    // pending alone is what kong start accepts
+    const alone = await createDb();
+    await seed(alone, 'pending');
+    const ok = keep(await runCli(['wait', '--deadline', '5s'], alone.env()));
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    expect(ok.stderr).toMatch(/schema ready: kong start will proceed state=pending/);
+  });
+
   it('KONG_DATABASE=off → exits 0 at once and says why (migrate and wait)', async () => {
     const db = await createDb();
     for (const cmd of ['migrate', 'wait']) {
