@@ -6,7 +6,8 @@
 import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
 import { describe, expect, it } from 'vitest';
-import { loadKongConfig, SYSTEM_CA_PATHS, trustedCertificates } from '../../src/kong/config.js';
+import { loadKongConfig } from '../../src/kong/config.js';
+import { SYSTEM_CA_PATHS, trustedCertificates } from '../../src/kong/trust.js';
 import { clientConfig } from '../../src/postgres/connect.js';
 import { InitError } from '../../src/errors.js';
 
