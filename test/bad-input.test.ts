@@ -4,6 +4,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { CASES, renderErrorsDoc } from './bad-input-cases.js';
+import { renderFlagsDoc } from './flags-doc.js';
 import { createDb, KONG_PASSWORD, ROOT, runCli } from './helpers/harness.js';
 
 describe('bad input catalogue (real Postgres; Kong: the 3.7.1 stand-in)', () => {
@@ -40,6 +41,10 @@ describe('bad input catalogue (real Postgres; Kong: the 3.7.1 stand-in)', () => 
     } finally {
       await holder.end();
     }
+  });
+
+  it('docs/flags.md is generated from the flag tables and up to date (npm run docs)', () => {
+    expect(fs.readFileSync(path.join(ROOT, 'docs/flags.md'), 'utf8')).toBe(renderFlagsDoc());
   });
 
   it('docs/errors.md is generated from this table and up to date (npm run docs)', () => {

@@ -82,10 +82,11 @@ export function flagHelp<O>(specs: readonly FlagSpec<O>[], cmd: string): string 
     .join('\n');
 }
 
-/** A Markdown table of every flag of `cmd` (README / docs, checked for staleness by a test). */
+/** A Markdown table of every flag of `cmd` (docs/flags.md, checked for staleness by a test). */
 export function flagTable<O>(specs: readonly FlagSpec<O>[], cmd: string): string {
+  const cell = (t: string) => t.replace(/\|/g, '\\|');
   const rows = specs
     .filter((s) => s.commands.includes(cmd))
-    .map((s) => `| \`${s.flag}${s.arg ? ` ${s.arg}` : ''}\` | ${s.env ? `\`${s.env}\`` : ''} | ${s.def !== undefined && s.arg ? `\`${s.def}\`` : ''} | ${s.help.replace(/\|/g, '\\|')} |`);
+    .map((s) => `| \`${cell(`${s.alias ? `${s.alias}, ` : ''}${s.flag}${s.arg ? ` ${s.arg}` : ''}`)}\` | ${s.env ? `\`${s.env}\`` : ''} | ${s.def ? `\`${cell(s.def)}\`` : ''} | ${cell(s.help)} |`);
   return ['| flag | environment variable | default | meaning |', '| --- | --- | --- | --- |', ...rows].join('\n');
 }
