@@ -19,7 +19,7 @@ export function stepContext(run: Run): StepContext {
     log: ctx.log,
     signal: ctx.signal,
     deadline,
-    finish: ctx.settings.finish,
+    finish: run.finish,
     kongLock: () => kongLockRow(sessions.live(), ctx.kong.schema),
     record: (r) => s.actions.push(r),
     observed: (after) => (s.state_after = stateName(after)),
@@ -48,11 +48,11 @@ export async function applyStep(run: Run, action: Action, current: SchemaState):
 
 /** Every step the plan calls for, from `start`, under the lock; returns the final state. */
 export async function applyPlan(run: Run, start: SchemaState): Promise<SchemaState> {
-  const { ctx, cli, summary: s } = run;
+  const { cli, summary: s } = run;
   let current = start;
   let version: Promise<string | undefined> | undefined;
   for (let step = 0; step < MAX_STEPS; step++) {
-    const next = planOrRefuse(current, ctx.settings.finish).actions[0];
+    const next = planOrRefuse(current, run.finish).actions[0];
     if (!next) break;
     version ??= cli.version().catch(() => undefined); // alongside the first step
     current = await applyStep(run, next, current);

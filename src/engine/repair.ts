@@ -136,5 +136,11 @@ export async function repair(run: Run, state: SchemaState, reread: () => Promise
   s.repaired = r.what;
   s.actions.push({ action: 'repair', ms: 0, exit: 0, note: r.what });
   run.changed = true;
+  if (r.kind === 'create-locks-table' && run.finish === 'auto') {
+    // `kong start` refuses every state this database has been in (never fully bootstrapped):
+    // no Kong node can run on it, so nothing is mid-rollout and `finish` is safe right away
+    run.finish = 'always';
+    ctx.log.info('no Kong node can have started on a database that was never fully bootstrapped: its pending migrations are finished in this run too');
+  }
   return r.kind === 'create-locks-table' ? reread() : state;
 }

@@ -12,6 +12,7 @@
  */
 import { ExitCode, InitError, Interrupted, isInitError } from '../errors.js';
 import type { Settings } from '../commands/options.js';
+import type { FinishPolicy } from './plan.js';
 import { KongCli } from '../kong/cli.js';
 import type { Env, KongPg } from '../kong/config.js';
 import { dbFailure, isDbError } from '../postgres/connect.js';
@@ -37,6 +38,8 @@ export interface Run {
   deadline: number;
   /** Set when the run changed the database (a history row is written). */
   changed: boolean;
+  /** The finish policy of this run: --finish, or `always` where no Kong can have started yet (repair.ts). */
+  finish: FinishPolicy;
 }
 
 export function newSummary(toolVersion: string, command: string): Summary {
@@ -94,7 +97,7 @@ export async function runCommand(ctx: RunContext, command: string, body: (run: R
   }
   const deadline = started + st.deadlineMs;
   const sessions = new Sessions({ kong: k, log, signal, deadline, lockHost: st.lockHost, lockPort: st.lockPort });
-  const run: Run = { ctx, summary, cli: kongCli(ctx), sessions, deadline, changed: false };
+  const run: Run = { ctx, summary, cli: kongCli(ctx), sessions, deadline, changed: false, finish: st.finish };
   try {
     await body(run);
   } catch (e) {
