@@ -6,7 +6,10 @@
 #   .ci/k8s.sh status   print what runs
 #   .ci/k8s.sh import IMG...   import local Docker images into the cluster's containerd
 # Everything lives under ${KDI_CACHE_DIR:-~/.cache/kong-db-init}/k8s (outside the clone):
-#   bin/ binaries, src/ scratch build modules, run/ state of a running cluster (removed by `down`).
+#   bin/ binaries, src/ scratch build modules, logs/ the build's output (go's download chatter; its
+#   end is printed when a step fails), run/ state of a running cluster (removed by `down`).
+# A long build step prints a heartbeat line every KDI_HEARTBEAT_SECONDS (60), unless .ci/run (which
+# prints its own) runs it.
 # Tests find the cluster through run/admin.kubeconfig (exported as KUBECONFIG by `npm run e2e`).
 set -euo pipefail
 
@@ -18,6 +21,29 @@ RUN="$CACHE/run"
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy)
 
 log() { printf '[k8s %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+LOGS="$CACHE/logs"
+HEARTBEAT="${KDI_HEARTBEAT_SECONDS:-60}"
+heartbeat() { # what, start time: a line every $HEARTBEAT seconds until killed (no child left behind)
+  while :; do
+    read -rt "$HEARTBEAT" <> <(:) || true
+    log "  $1: still running ($(($(date +%s) - $2))s)"
+  done
+}
+logged() { # what, log file, command...: output appended to the log, shown (its end) only on failure
+  local what=$1 out=$2 t rc=0 hb=
+  shift 2
+  t=$(date +%s)
+  log "$what (output: $out)"
+  if [ -z "${KDI_CI_STAGE:-}" ]; then heartbeat "$what" "$t" & hb=$!; fi
+  "$@" >>"$out" 2>&1 || rc=$?
+  if [ -n "$hb" ]; then kill -KILL "$hb" 2>/dev/null || true; wait "$hb" 2>/dev/null || true; fi
+  if [ $rc != 0 ]; then
+    log "$what FAILED ($rc) after $(($(date +%s) - t))s; the end of $out:"
+    tail -n 40 "$out" | sed 's/^/  | /' >&2
+    return $rc
+  fi
+  log "  done in $(($(date +%s) - t))s"
+}
 die() { log "error: $*"; exit 1; }
 T_STAGE=0
 stage() { local now; now=$(date +%s); [ "$T_STAGE" = 0 ] || log "  ($(($now - T_STAGE))s)"; T_STAGE=$now; log "$*"; }
@@ -30,12 +56,14 @@ build_k8s() {
     log "kubernetes $K8S_VERSION: cached in $BIN"; return 0
   fi
   command -v go >/dev/null || die "go not found: install Go >= 1.24 to build Kubernetes"
-  local src="$CACHE/src/kubernetes-$K8S_VERSION" gomod mods m minor
-  mkdir -p "$src" "$BIN"
+  local src="$CACHE/src/kubernetes-$K8S_VERSION" gomod mods m minor out="$LOGS/build-kubernetes-$K8S_VERSION.log"
+  mkdir -p "$src" "$BIN" "$LOGS"
+  : >"$out"
   cd "$src"
   [ -f go.mod ] || go mod init kdi.local/k8s-build >/dev/null 2>&1
-  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
-  [ -f "$gomod" ] || die "could not download k8s.io/kubernetes@$K8S_VERSION's go.mod"
+  log "kubernetes $K8S_VERSION: go mod download k8s.io/kubernetes (output: $out)"
+  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" 2>>"$out" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
+  [ -f "$gomod" ] || { tail -n 20 "$out" | sed 's/^/  | /' >&2; die "could not download k8s.io/kubernetes@$K8S_VERSION's go.mod (see $out)"; }
   minor="v0.${K8S_VERSION#v1.}"
   mods=$(sed -n 's/^[[:space:]]*\(k8s\.io\/[^[:space:]]*\) v0\.0\.0$/\1/p' "$gomod" | sort -u)
   [ -n "$mods" ] || die "no k8s.io/* v0.0.0 requirements found in $gomod"
@@ -43,13 +71,14 @@ build_k8s() {
   for m in $mods; do go mod edit -replace "$m=$m@$minor"; done
   local pkgs=() b
   for b in "${K8S_BINS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b@$K8S_VERSION"); done
-  go get "${pkgs[@]}"
+  logged "go get (downloads the modules)" "$out" go get "${pkgs[@]}" || die "go get failed (see $out)"
   pkgs=(); for b in "${K8S_BINS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
   rm -rf "$BIN/.tmp-k8s"; mkdir -p "$BIN/.tmp-k8s"
   local major=${K8S_VERSION#v}; major=${major%%.*}
   local mnr=${K8S_VERSION#v*.}; mnr=${mnr%%.*}
-  CGO_ENABLED=0 go build -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$mnr -X k8s.io/component-base/version.gitTreeState=clean" \
-    -o "$BIN/.tmp-k8s/" "${pkgs[@]}"
+  logged "go build ${K8S_BINS[*]} (the long one: about 10 min on 2 cores)" "$out" \
+    env CGO_ENABLED=0 go build -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$mnr -X k8s.io/component-base/version.gitTreeState=clean" \
+    -o "$BIN/.tmp-k8s/" "${pkgs[@]}" || die "go build failed (see $out)"
   for b in "${K8S_BINS[@]}"; do mv -f "$BIN/.tmp-k8s/$b" "$BIN/$b"; done
   rmdir "$BIN/.tmp-k8s"
   echo "$K8S_VERSION" >"$BIN/.k8s-version"
@@ -59,15 +88,17 @@ build_etcd() {
   if [ "$(cat "$BIN/.etcd-version" 2>/dev/null)" = "$ETCD_VERSION" ] && all_present etcd; then
     log "etcd $ETCD_VERSION: cached in $BIN"; return 0
   fi
-  local src="$CACHE/src/etcd-$ETCD_VERSION" m
-  mkdir -p "$src" "$BIN"
+  local src="$CACHE/src/etcd-$ETCD_VERSION" m out="$LOGS/build-etcd-$ETCD_VERSION.log"
+  mkdir -p "$src" "$BIN" "$LOGS"
+  : >"$out"
   cd "$src"
   [ -f go.mod ] || go mod init kdi.local/etcd-build >/dev/null 2>&1
   for m in api/v3 client/pkg/v3 client/v3 pkg/v3 server/v3; do
     go mod edit -replace "go.etcd.io/etcd/$m=go.etcd.io/etcd/$m@$ETCD_VERSION"
   done
-  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
-  CGO_ENABLED=0 go build -ldflags "-s -w" -o "$BIN/.etcd.tmp" go.etcd.io/etcd/server/v3
+  logged "etcd $ETCD_VERSION: go get" "$out" go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" || die "go get failed (see $out)"
+  logged "etcd $ETCD_VERSION: go build" "$out" env CGO_ENABLED=0 go build -ldflags "-s -w" -o "$BIN/.etcd.tmp" go.etcd.io/etcd/server/v3 ||
+    die "go build failed (see $out)"
   mv -f "$BIN/.etcd.tmp" "$BIN/etcd"
   echo "$ETCD_VERSION" >"$BIN/.etcd-version"
 }

@@ -1,20 +1,28 @@
 /**
- * The chart drop-in on real renders of the real Kong chart (2.38.0, 2.52.0, 3.4.1; made by
- * test/fixtures/render/generate-chart-renders.sh with helm 3 from test/fixtures/chart/values/),
- * one block per finding of issue 9. Every output is checked by strict decoding into the
- * Kubernetes types and by the Pod Security `restricted` rules.
+ * The chart drop-in on real renders of the real Kong chart (2.38.0, 2.52.0, 3.4.1), one block per
+ * finding of issues 9 and 14. The renders, and the renders with our values overlays applied, were
+ * made by real helm 3 from the real chart (test/fixtures/render/README.md has the commands; the
+ * chart itself cannot be in the repository), so here "applied by helm" means those committed
+ * renders, and the first check of each block is that the committed overlay is exactly what the
+ * current code writes. Real Helm 3 and 4 run at test time on the repository's Kong-shaped charts
+ * (the last block). Every output is decoded strictly (duplicate keys and unknown fields rejected:
+ * ours, and the Kubernetes Go types) and evaluated against Pod Security `restricted` twice: the
+ * hand-written rules and the Kubernetes project's own evaluator (k8s.io/pod-security-admission,
+ * test/psa); the with-overlay renders also go through `kubectl kustomize` (Flux, Argo CD).
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { describe, expect, it } from 'vitest';
-import { postRender, type RenderOptions } from '../src/render.js';
-import { DEFAULT_MIGRATE_RESOURCES } from '../src/render-containers.js';
-import { POST_RENDER_HELP } from '../src/post-render.js';
-import { checkOverlay, valuesOverlay } from '../src/values.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { postRender, type RenderOptions } from '../src/render/transform.js';
+import { DEFAULT_MIGRATE_RESOURCES } from '../src/render/containers.js';
+import { POST_RENDER_HELP } from '../src/commands/post-render.js';
+import { finishInjection } from '../src/render/finish-sidecar.js';
+import { checkOverlay, valuesOverlay } from '../src/render/overlay.js';
+import { GROUP_LABEL } from '../src/kube/rollout.js';
 import { CLI, ROOT } from './helpers/harness.js';
-import { docs, psaRestricted, validateWorkloads } from './helpers/k8s-check.js';
+import { buildKubeCheck, docs, ensureKustomize, goAvailable, helmBinaries, helmEnv, kubeCheck, kubeProblems, kubePsaOfOurs, kustomizeAvailable, kustomizeBuild, psaRestricted, validateWorkloads } from './helpers/k8s-check.js';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const FIX = path.join(ROOT, 'test/fixtures/render');
@@ -25,9 +33,56 @@ const base: RenderOptions = { image: 'kong-db-init:ci', pullPolicy: 'IfNotPresen
 const podOf = (stream: string, kind = 'Deployment'): Obj => docs(stream).find((d) => d.kind === kind)!.spec.template.spec;
 const container = (spec: Obj, name: string): Obj => [...(spec.initContainers ?? []), ...spec.containers].find((c: Obj) => c.name === name);
 const initNames = (spec: Obj): string[] => (spec.initContainers ?? []).map((c: Obj) => c.name);
-const noPsaProblems = (stream: string) => expect(Object.values(psaRestricted(stream)).flat()).toEqual([]);
+/** Both Pod Security checks (hand-written and the real evaluator) and the real strict decoding find nothing. */
+const noPsaProblems = (stream: string) => {
+  expect(Object.values(psaRestricted(stream)).flat()).toEqual([]);
+  expect(kubeProblems(stream)).toEqual({});
+};
+const kustomizes = (stream: string) => {
+  const k = kustomizeBuild(stream);
+  expect(k.ok, k.output).toBe(true);
+};
+const AIO = 'registry.example.com/kong-db-init-aio:3.9';
+/**
+ * Every container that runs our program can reach it: `/kong-db-init/…` needs the program volume
+ * mounted there; `/opt/kong-db-init/…` needs an image that holds it (ours, or the all-in-one image).
+ */
+function programProblems(stream: string, images: string[]): string[] {
+  const out: string[] = [];
+  for (const d of docs(stream).filter((x) => ['Deployment', 'DaemonSet', 'StatefulSet'].includes(x.kind))) {
+    const spec = d.spec.template.spec;
+    for (const c of [...(spec.initContainers ?? []), ...spec.containers] as Obj[]) {
+      const bin = String(c.command?.[0] ?? '');
+      if (bin.startsWith('/kong-db-init/') && !(c.volumeMounts ?? []).some((m: Obj) => m.name === 'kong-db-init-bin' && m.mountPath === '/kong-db-init')) out.push(`${c.name}: runs ${bin} without the kong-db-init-bin volume`);
+      if (bin.startsWith('/opt/kong-db-init/') && !images.includes(c.image)) out.push(`${c.name}: runs ${bin} in ${c.image}, which does not hold the program`);
+    }
+  }
+  return out;
+}
+const haveGo = goAvailable();
+const kubectl = kustomizeAvailable();
+if (!haveGo) console.warn('charts.test.ts: no `go`: the real Pod Security evaluator (test/psa) cannot be built; its suites are skipped');
+if (!kubectl) console.warn('charts.test.ts: no `kubectl` and no `go` to build kustomize: its suites are skipped');
+// the real checker (and kustomize, without kubectl) is built once (cached under ~/.cache/kong-db-init), before any test uses it
+beforeAll(async () => {
+  if (haveGo) await buildKubeCheck();
+  await ensureKustomize();
+}, 900_000);
 
-describe('the offline checks themselves', () => {
+describe.skipIf(!haveGo || !kubectl)('the offline checks themselves', () => {
+  it('strict decoding (ours, the Kubernetes Go types, kustomize) rejects a duplicate key in a pod template\'s labels', () => {
+    const dup = render('3.4.1-minimal-postgres').replace('        app.kubernetes.io/component: app\n', '        app.kubernetes.io/component: app\n        app.kubernetes.io/component: app\n');
+    expect(dup).not.toBe(render('3.4.1-minimal-postgres'));
+    expect(() => docs(dup)).toThrow(/strict YAML decoding failed: Map keys must be unique/);
+    expect(kubeProblems(dup)['Deployment/demo-kong']!.join('\n')).toMatch(/already set in map/);
+    expect(kustomizeBuild(dup).output).toMatch(/already defined|already set/);
+  });
+  it('the real checker rejects unknown fields and names the Pod Security findings, as the API server would', () => {
+    const r = kubeCheck(render('3.4.1-minimal-postgres').replace('        imagePullPolicy: IfNotPresent\n', '        imagePullPolicy: IfNotPresent\n        pullPolicy: Always\n'));
+    expect(r.find((x) => x.kind === 'Deployment')!.strict.join('\n')).toMatch(/unknown field "spec.template.spec.initContainers\[0\].pullPolicy"|unknown field "pullPolicy"/);
+    const esc = kubeCheck(render('3.4.1-minimal-postgres').replace('allowPrivilegeEscalation: false', 'allowPrivilegeEscalation: true'));
+    expect(JSON.stringify(esc.find((x) => x.kind === 'Deployment')!.psa)).toMatch(/allowPrivilegeEscalation != false/);
+  });
   it('strict decoding rejects an unknown field, as kubectl --validate=strict does', () => {
     const bad = render('3.4.1-minimal-postgres').replace('        imagePullPolicy: IfNotPresent\n', '        imagePullPolicy: IfNotPresent\n        pullPolicy: Always\n');
     expect(() => validateWorkloads(bad)).toThrow(/unknown field initContainers\[clear-stale-pid\]\.pullPolicy/);
@@ -42,13 +97,14 @@ describe('the offline checks themselves', () => {
 
 describe('1. values path: kong-db-init values writes an overlay from the same computation as the post-renderer', () => {
   for (const name of ['3.4.1-enterprise', '3.4.1-minimal-postgres', '2.38.0-minimal-postgres', '3.4.1-vault']) {
-    it(`${name}: the committed overlay is what the render needs; applied by helm it validates, passes PSA restricted, round-trips, and post-render leaves it alone`, () => {
+    it.skipIf(!haveGo || !kubectl)(`${name}: the committed overlay is what the render needs; the real chart rendered by helm with it validates, passes PSA restricted (both checks), kustomizes, round-trips, and post-render leaves it alone`, () => {
       const values = userValues(name.replace(/^[\d.]+-/, ''));
       const overlay = valuesOverlay(render(name), { ...base, meshReady: true }, values);
       expect(overlay).toBe(fs.readFileSync(path.join(FIX, `chart-${name}.overlay.yaml`), 'utf8'));
       const applied = render(`${name}.with-overlay`);
       expect(validateWorkloads(applied)).toBeGreaterThan(0);
       noPsaProblems(applied);
+      kustomizes(applied);
       expect(valuesOverlay(applied, { ...base, meshReady: true }, values)).toBe(overlay);
       expect(checkOverlay(overlay, valuesOverlay(applied, { ...base, meshReady: true }, values), 'x').stale).toBe(false);
       expect(postRender(applied, base).output).toBe(applied);
@@ -110,9 +166,107 @@ describe('1. values path: kong-db-init values writes an overlay from the same co
   });
 });
 
+const FINISH = { ...base, meshReady: true, finishSidecar: true, finishOptions: { namespace: 'kong' } };
+
+describe.skipIf(!haveGo || !kubectl)('values --finish-sidecar on the real chart, every version (issue 14 item 2)', () => {
+  for (const v of ['2.38.0', '2.52.0', '3.4.1']) {
+    it(`chart ${v}: the committed overlay is what the code writes; the real chart rendered with it has each label key once (strict decoding, kubectl kustomize), passes PSA restricted, and round-trips`, () => {
+      const values = userValues('minimal-postgres');
+      const overlay = valuesOverlay(render(`${v}-minimal-postgres`), FINISH, values);
+      expect(overlay).toBe(fs.readFileSync(path.join(FIX, `chart-${v}-minimal-postgres.finish.overlay.yaml`), 'utf8'));
+      // the chart copies extraLabels into the pod template's labels itself: the label is set there, and only there
+      expect(overlay).toMatch(/^extraLabels:\n {2}kong-db-init\.io\/finish-group: default$/m);
+      expect(overlay).not.toMatch(/^podLabels:/m);
+      const applied = render(`${v}-minimal-postgres.finish.with-overlay`);
+      expect(() => docs(applied)).not.toThrow();
+      kustomizes(applied);
+      noPsaProblems(applied);
+      expect(validateWorkloads(applied)).toBeGreaterThan(0);
+      const all = docs(applied);
+      const dep = all.find((d) => d.kind === 'Deployment')!;
+      expect(dep.metadata.labels[GROUP_LABEL]).toBe('default');
+      expect(dep.spec.template.metadata.labels[GROUP_LABEL]).toBe('default');
+      const binding = all.find((d) => d.kind === 'RoleBinding')!;
+      expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: dep.spec.template.spec.serviceAccountName, namespace: 'kong' }]);
+      expect(binding.subjects[0].name).toBe('demo-kong');
+      expect(all.filter((d) => d.kind === 'Job')).toEqual([]);
+      const spec = dep.spec.template.spec;
+      const side = container(spec, 'kong-db-init-finish');
+      expect(side.env).toEqual([...container(spec, 'proxy').env, { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }]);
+      expect(programProblems(applied, ['kong-db-init:ci'])).toEqual([]);
+      expect(valuesOverlay(applied, FINISH, values)).toBe(overlay);
+    });
+  }
+});
+
+describe.skipIf(!haveGo || !kubectl)('--all-in-one with --finish-sidecar: the sidecar runs the image that holds the program (issue 14 item 3)', () => {
+  const AIO_OPTS = { ...base, image: undefined, allInOne: AIO };
+  it('values: the committed overlay is what the code writes; in the real chart rendered with it every container reaches the program', () => {
+    const values = userValues('minimal-postgres');
+    const overlay = valuesOverlay(render('3.4.1-minimal-postgres'), { ...FINISH, ...AIO_OPTS }, values);
+    expect(overlay).toBe(fs.readFileSync(path.join(FIX, 'chart-3.4.1-minimal-postgres.aio-finish.overlay.yaml'), 'utf8'));
+    const applied = render('3.4.1-minimal-postgres.aio-finish.with-overlay');
+    expect(programProblems(applied, [AIO])).toEqual([]);
+    const side = container(podOf(applied), 'kong-db-init-finish');
+    expect([side.image, side.command]).toEqual([AIO, ['/opt/kong-db-init/kong-db-init', 'finish']]);
+    expect(side.args).toContain('--kong-image=kong:3.9');
+    expect(podOf(applied).volumes.map((v: Obj) => v.name)).not.toContain('kong-db-init-bin');
+    kustomizes(applied);
+    noPsaProblems(applied);
+  });
+  it('post-render: the same', () => {
+    const out = postRender(render('3.4.1-minimal-postgres'), { ...AIO_OPTS, finishSidecar: true, injections: [finishInjection({ namespace: 'kong', allInOne: AIO, pullPolicy: 'IfNotPresent' })] }).output;
+    expect(programProblems(out, [AIO])).toEqual([]);
+    expect(container(podOf(out), 'kong-db-init-finish').image).toBe(AIO);
+    noPsaProblems(out);
+  });
+});
+
+describe('a literal secret in the proxy\'s env (issue 14 item 1: `--set env.pg_password=…`, real chart render)', () => {
+  const input = render('3.4.1-literal-password');
+  const PW = 'Lit3ral-pg-Passw0rd';
+  it('values refuses to write it into the overlay (exit 20), naming the variable and the fixes, never the value', async () => {
+    expect(input).toContain(`value: "${PW}"`);
+    const r = await execa(process.execPath, [CLI, 'values', '-f', path.join(VALUES, 'minimal-postgres.yaml'), '--image', 'kong-db-init:ci'], { input, reject: false });
+    expect(r.exitCode).toBe(20);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/refusing to write a literal secret into the values overlay \(a file you commit\): KONG_PG_PASSWORD has a literal value/);
+    expect(r.stderr).toMatch(/env\.pg_password: \{valueFrom: \{secretKeyRef: \{name: SECRET, key: KEY\}\}\}/);
+    expect(r.stderr).toMatch(/envFrom: \[\{secretRef: \{name: SECRET\}\}\]/);
+    expect(r.stderr).toMatch(/KONG_PG_PASSWORD_FILE/);
+    expect(r.stderr).not.toContain(PW);
+    // --check refuses too, without a diff that would show it
+    const c = await execa(process.execPath, [CLI, 'values', '-f', path.join(VALUES, 'minimal-postgres.yaml'), '--image', 'kong-db-init:ci', '--check', path.join(FIX, 'chart-3.4.1-minimal-postgres.overlay.yaml')], { input, reject: false });
+    expect(c.exitCode).toBe(20);
+    expect(c.stderr).not.toContain(PW);
+  });
+  it('the same secret from a Secret (the enterprise render: env.password via secretKeyRef) is fine', () => {
+    expect(() => valuesOverlay(render('3.4.1-enterprise'), { ...base, meshReady: true }, userValues('enterprise'))).not.toThrow();
+  });
+  it('post-render copies it (Helm applies the output; it is never committed) but no error message shows it', async () => {
+    const run = (args: string[], env: Record<string, string> = {}) => execa(process.execPath, [CLI, 'post-render', ...args], { input, reject: false, env: { PATH: process.env.PATH!, TMPDIR: fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-secret-')), ...env }, extendEnv: false });
+    const ok = await run(['--image', 'kong-db-init:ci']);
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    expect(container(podOf(ok.stdout), 'kong-db-init').env).toContainEqual({ name: 'KONG_PG_PASSWORD', value: PW });
+    expect(ok.stderr).not.toContain(PW);
+    for (const args of [[], ['--image', 'kong-db-init:ci', '--frobnicate'], ['--image', 'kong-db-init:ci', '--finish-sidecar', '--finish-group', '']]) {
+      const bad = await run(args);
+      expect(bad.exitCode, bad.stderr).not.toBe(0);
+      expect(bad.stdout).toBe('');
+      expect(bad.stderr).not.toContain(PW);
+    }
+    // even a malformed document (the parser's message is about the line holding the password)
+    const broken = input.replace(`value: "${PW}"`, `value: "${PW}`);
+    const b = await execa(process.execPath, [CLI, 'post-render', '--image', 'kong-db-init:ci'], { input: broken, reject: false });
+    expect(b.exitCode).toBe(20);
+    expect(b.stderr).toMatch(/malformed YAML/);
+    expect(b.stderr).not.toContain(PW);
+  });
+});
+
 describe('2. PSA restricted on every chart version', () => {
   for (const v of ['2.38.0', '2.52.0', '3.4.1']) {
-    it(`chart ${v}: the input passes, and so does the post-rendered release`, () => {
+    it.skipIf(!haveGo)(`chart ${v}: the input passes, and so does the post-rendered release (both evaluators)`, () => {
       const input = render(`${v}-minimal-postgres`);
       noPsaProblems(input);
       const out = postRender(input, base).output;
@@ -140,6 +294,10 @@ describe('3. OpenShift (containerSecurityContext.enabled=false)', () => {
     expect(container(spec, 'kong-db-init').securityContext).toEqual(container(spec, 'proxy').securityContext);
     const problems = psaRestricted(out)['Deployment/demo-kong']!;
     expect(problems.filter((p) => p.includes('kong-db-init-install'))).toEqual([]);
+    if (haveGo) {
+      expect(kubePsaOfOurs(out)).toEqual([]);
+      expect(kubeCheck(out).find((r) => r.kind === 'Deployment')!.psa.length).toBeGreaterThan(0); // the chart's own containers, as the SCC expects
+    }
     // the migrate container has exactly the proxy's (the chart's) problems, which the OpenShift SCC fills in
     const strip = (c: string) => problems.filter((p) => p.startsWith(`container ${c}:`)).map((p) => p.replace(`container ${c}:`, ''));
     expect(strip('kong-db-init')).toEqual(strip('proxy'));
@@ -159,12 +317,30 @@ describe('4 and 5. releases without a Postgres-backed gateway pass through uncha
     expect(p.exitCode, p.stderr).toBe(0);
     expect(p.stdout).toBe(input);
     expect(p.stderr).toMatch(note);
+    // one behaviour on both paths (issue 14 item 6): values writes an empty overlay, exit 0, with the same note
+    const v = await execa(process.execPath, [CLI, 'values', '--image', 'kong-db-init:ci'], { input, reject: false });
+    expect(v.exitCode, v.stderr).toBe(0);
+    expect(v.stderr).toMatch(note);
+    expect(v.stderr).toMatch(/nothing to add \(the overlay is empty/);
+    expect(v.stdout).toMatch(/^# Generated by `kong-db-init values`/);
+    expect(docs(v.stdout)).toEqual([{}]);
   });
-  it('a hybrid data plane: unchanged with a note', () => {
+  it('a hybrid data plane: unchanged with a note (values: an empty overlay)', () => {
     const input = fs.readFileSync(path.join(FIX, 'hybrid.yaml'), 'utf8').split(/^---$/m).filter((d) => d.includes('dp-kong')).join('---');
     const r = postRender(input, base);
     expect(r.output).toBe(input);
     expect(r.changes.join('\n')).toMatch(/hybrid data plane/);
+    expect(valuesOverlay(input, base, [])).toMatch(/^\{\}$/m);
+  });
+  it('no Kong chart workload at all: exit 20 on both paths unless --allow-no-kong (then unchanged / an empty overlay)', async () => {
+    const input = 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n';
+    for (const cmd of ['post-render', 'values']) {
+      const r = await execa(process.execPath, [CLI, cmd, '--image', 'kong-db-init:ci'], { input, reject: false, env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir() }, extendEnv: false });
+      expect([cmd, r.exitCode]).toEqual([cmd, 20]);
+      expect(r.stderr).toMatch(/no Kong chart workload was found.*--allow-no-kong/);
+      const ok = await execa(process.execPath, [CLI, cmd, '--image', 'kong-db-init:ci', '--allow-no-kong'], { input, reject: false, env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir() }, extendEnv: false });
+      expect([cmd, ok.exitCode, ok.stderr]).toEqual([cmd, 0, expect.stringMatching(/passed through unchanged/)]);
+    }
   });
 });
 
@@ -184,7 +360,7 @@ describe('6. Helm 4 hides a post-renderer plugin\'s stderr', () => {
     const seen = fs.readFileSync(helmStderr, 'utf8');
     expect(r.exitCode, seen).toBe(20);
     expect(seen).toMatch(/kong-db-init post-render: empty input/);
-    expect(fs.readFileSync(path.join(dir, 'kong-db-init-post-render.err'), 'utf8')).toMatch(/empty input/);
+    expect(fs.readFileSync(path.join(dir, `kong-db-init-${process.getuid!()}`, 'post-render.err'), 'utf8')).toMatch(/empty input/);
   });
 });
 
@@ -243,5 +419,64 @@ describe('7. image, pull policy, resources, service mesh, Vault, help', () => {
     const paths = texts.flatMap((t) => [...t.matchAll(/\.\/(charts\/[\w./-]+)/g)].map((m) => m[1]!));
     expect(paths.length).toBeGreaterThan(3);
     for (const p of paths) expect(fs.existsSync(path.join(ROOT, p)), p).toBe(true);
+  });
+});
+
+// ------------------------------------------------------------------------------------------------
+// Real Helm 3 and 4 at test time. The real Kong chart cannot be in the repository, so these run on
+// test/e2e/chart/kong-e2e (shaped like kong/kong: the proxy, wait-for-db, its ServiceAccount, the
+// chart's securityContext that passes `restricted`, the three migration Jobs, two of them hooks).
+const helm = helmBinaries();
+const e2eChart = path.join(ROOT, 'test/e2e/chart/kong-e2e');
+const cliEnv = { KONG_DB_INIT_CLI: `${process.execPath} ${CLI}` };
+
+describe.skipIf(!helm.v3 || !helm.v4 || !haveGo || !kubectl)(`real helm 3 and 4 render a Kong-shaped chart; every output passes strict decoding and the real Pod Security evaluator${helm.v3 && helm.v4 ? '' : ' (skipped: no helm v3/v4 in KDI_HELM3_BIN/KDI_HELM4_BIN)'}`, () => {
+  const pr = path.join(ROOT, 'charts/post-renderer/helm3-post-render');
+  const set = ['--set', 'pg.host=pg', '--namespace', 'kdi'];
+  const check = (stream: string, { jobs }: { jobs: string[] }) => {
+    expect(validateWorkloads(stream)).toBeGreaterThan(0);
+    noPsaProblems(stream);
+    expect(kubePsaOfOurs(stream)).toEqual([]);
+    expect(programProblems(stream, ['kong-db-init:ci'])).toEqual([]);
+    expect(docs(stream).filter((d) => d.kind === 'Job').map((d) => d.metadata.name)).toEqual(jobs);
+    kustomizes(stream);
+  };
+
+  it('helm 3 through the post-renderer executable (hooks are printed by helm template, never post-rendered)', async () => {
+    const r = await execa(helm.v3!, ['template', 'rel', e2eChart, ...set, '--set', 'migrations.preUpgrade=false', '--post-renderer', pr, '--post-renderer-args', '--image=kong-db-init:ci'], { env: helmEnv(cliEnv), reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    check(r.stdout, { jobs: ['rel-kong-post-upgrade-migrations'] });
+  });
+
+  it('helm 3 with --finish-sidecar, the post-upgrade Job off and --post-upgrade-off', async () => {
+    const r = await execa(helm.v3!, ['template', 'rel', e2eChart, ...set, '--set', 'migrations.preUpgrade=false', '--set', 'migrations.postUpgrade=false', '--post-renderer', pr, '--post-renderer-args', '--image=kong-db-init:ci', '--post-renderer-args', '--finish-sidecar', '--post-renderer-args', '--post-upgrade-off'], { env: helmEnv({ ...cliEnv, HELM_NAMESPACE: 'kdi' }), reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    check(r.stdout, { jobs: [] });
+    expect(docs(r.stdout).filter((d) => ['Role', 'RoleBinding'].includes(d.kind)).map((d) => d.kind)).toEqual(['Role', 'RoleBinding']);
+  });
+
+  it('helm 4 through the plugin with --finish-sidecar (hooks passed: the chart\'s post-upgrade Job is removed)', async () => {
+    const env = helmEnv(cliEnv);
+    const inst = await execa(helm.v4!, ['plugin', 'install', path.join(ROOT, 'charts/post-renderer/kong-db-init')], { env, reject: false });
+    expect(inst.exitCode, inst.stderr).toBe(0);
+    const r = await execa(helm.v4!, ['template', 'rel', e2eChart, ...set, '--post-renderer', 'kong-db-init', '--post-renderer-args', '--image=kong-db-init:ci', '--post-renderer-args', '--finish-sidecar'], { env, reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    check(r.stdout, { jobs: [] });
+  });
+
+  it('helm 3 and 4 apply the values overlay (the Argo CD / Flux path) to the chart', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-e2e-values-'));
+    const user = path.join(dir, 'values.yaml');
+    fs.writeFileSync(user, 'pg:\n  host: pg\n');
+    for (const bin of [helm.v3!, helm.v4!]) {
+      const tpl = async (...files: string[]) => (await execa(bin, ['template', 'rel', e2eChart, '--namespace', 'kdi', ...files.flatMap((f) => ['-f', f])], { env: helmEnv() })).stdout;
+      const v = await execa(process.execPath, [CLI, 'values', '-f', user, '--image', 'kong-db-init:ci'], { input: await tpl(user), reject: false });
+      expect(v.exitCode, v.stderr).toBe(0);
+      const overlay = path.join(dir, 'overlay.yaml');
+      fs.writeFileSync(overlay, v.stdout);
+      const applied = await tpl(user, overlay);
+      check(applied, { jobs: ['rel-kong-post-upgrade-migrations'] });
+      expect(initNames(podOf(applied))).toEqual(['clear-stale-pid', 'kong-db-init-install', 'kong-db-init', 'wait-for-db']);
+    }
   });
 });

@@ -1,17 +1,20 @@
 /** The post-renderer: golden outputs, offline validation, byte preservation, bad input, real Helm. */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { describe, expect, it } from 'vitest';
-import { postRender, splitStream, type RenderOptions } from '../src/render.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { postRender, splitStream, type RenderOptions } from '../src/render/transform.js';
 import { CLI, ROOT } from './helpers/harness.js';
-import { docs, psaProblemsOfOurs, validateWorkloads } from './helpers/k8s-check.js';
+import { buildKubeCheck, docs, goAvailable, helmBinaries, kubePsaOfOurs, psaProblemsOfOurs, validateWorkloads } from './helpers/k8s-check.js';
 
 const FIX = path.join(ROOT, 'test/fixtures/render');
 const read = (f: string) => fs.readFileSync(path.join(FIX, f), 'utf8');
 const base: RenderOptions = { image: 'registry.example.com/kong-db-init:test', pullPolicy: 'IfNotPresent', finish: 'auto', replaceWait: false, allowNoKong: false };
+const haveGo = goAvailable();
+beforeAll(async () => {
+  if (haveGo) await buildKubeCheck();
+}, 900_000);
 
 const cases: Array<[string, string, Partial<RenderOptions>]> = [
   ['helm3-postgres', 'helm3-postgres.yaml', {}],
@@ -34,6 +37,7 @@ describe('post-render transform', () => {
       expect(output).toBe(fs.readFileSync(golden, 'utf8'));
       expect(validateWorkloads(output)).toBeGreaterThan(0);
       expect(psaProblemsOfOurs(output)).toEqual([]);
+      if (haveGo) expect(kubePsaOfOurs(output)).toEqual([]);
       // every input document is either removed, edited, or present verbatim
       const outChunks = splitStream(output).map((c) => c.text);
       const verbatim = splitStream(input).filter((c) => outChunks.includes(c.text)).length;
@@ -120,7 +124,7 @@ describe('post-render process (stdin → stdout)', () => {
   });
 
   it.each([
-    [['--frobnicate'], 'x', 2, /unknown flag --frobnicate/],
+    [['--frobnicate'], 'x', 2, /unknown option --frobnicate/],
     [['--finish', 'sometimes'], 'x', 2, /--finish "sometimes" is invalid/],
     [[], '', 20, /empty input/],
     [[], 'a: [\n', 20, /malformed YAML at line 2/],
@@ -153,24 +157,6 @@ describe('post-render process (stdin → stdout)', () => {
 // ---------------------------------------------------------------------------------------------
 // Real Helm (3 and 4) through the shipped post-renderer executable and plugin, when available.
 
-function helmBinaries(): { v3?: string; v4?: string } {
-  const found: { v3?: string; v4?: string } = {};
-  const candidates = [process.env.KDI_HELM3_BIN, process.env.KDI_HELM4_BIN, path.join(ROOT, '.tmp/helm3/helm'), path.join(ROOT, '.tmp/helm4/helm'), ...(process.env.PATH ?? '').split(':').map((d) => path.join(d, 'helm'))];
-  for (const c of candidates) {
-    if (!c || !fs.existsSync(c)) continue;
-    try {
-      const v = helmVersion(c);
-      if (v.startsWith('v3') && !found.v3) found.v3 = c;
-      if (v.startsWith('v4') && !found.v4) found.v4 = c;
-    } catch {
-      // not a usable helm
-    }
-  }
-  return found;
-}
-function helmVersion(bin: string): string {
-  return execFileSync(bin, ['version', '--short'], { encoding: 'utf8', env: { ...process.env, HELM_CONFIG_HOME: os.tmpdir() } }).trim();
-}
 const helm = helmBinaries();
 if (!helm.v3) console.warn('skipping the real Helm 3 suite: no helm v3 on PATH, KDI_HELM3_BIN or .tmp/helm3');
 if (!helm.v4) console.warn('skipping the real Helm 4 suite: no helm v4 on PATH, KDI_HELM4_BIN or .tmp/helm4');
@@ -264,6 +250,82 @@ describe.skipIf(!helm.v4)(`helm 4 template through the post-renderer plugin${hel
     expect(bad.exitCode).not.toBe(0);
     expect(seen).toMatch(/plugin "kong-db-init" exited with error/);
     expect(seen, seen).toMatch(/kong-db-init post-render: no image for the kong-db-init-install init container/);
-    expect(fs.readFileSync(path.join(home, 'kong-db-init-post-render.err'), 'utf8')).toMatch(/no image for the kong-db-init-install init container/);
+    expect(fs.readFileSync(path.join(home, `kong-db-init-${process.getuid!()}`, 'post-render.err'), 'utf8')).toMatch(/no image for the kong-db-init-install init container/);
+  });
+
+  // issue 14 item 4: `helm … 2> file` opens the file without O_APPEND; Helm writes its own error
+  // after the plugin exits, from its own offset, over whatever the plugin appended.
+  it.each([
+    ['a short message', [] as string[], /^kong-db-init post-render: empty input: expected the manifests rendered by helm on stdin/m, 'x'],
+    ['a long message', ['--post-renderer-args', '--pull-policy=Always'], /^kong-db-init post-render: no image for the kong-db-init-install init container: pass --image REF .*or use --all-in-one IMAGE \(also written to /m, ''],
+  ])('helm 4 with its stderr a file (`2> file`): %s survives, after Helm\'s own error', async (_n, extra, re, stdin) => {
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-helm4-file-'));
+    const env: Record<string, string | undefined> = { ...process.env, ...cliEnv, HELM_CONFIG_HOME: path.join(home, 'c'), HELM_DATA_HOME: path.join(home, 'd'), HELM_CACHE_HOME: path.join(home, 'x'), TMPDIR: home };
+    delete env.HELM_PLUGINS;
+    delete env.KONG_DB_INIT_IMAGE;
+    expect((await execa(helm.v4!, ['plugin', 'install', path.join(ROOT, 'charts/post-renderer/kong-db-init')], { env, reject: false })).exitCode).toBe(0);
+    // the short message: a post-renderer that gets empty input (a chart that renders nothing)
+    const target = stdin === 'x' ? path.join(home, 'empty-chart') : chart;
+    if (stdin === 'x') {
+      fs.mkdirSync(path.join(target, 'templates'), { recursive: true });
+      fs.writeFileSync(path.join(target, 'Chart.yaml'), 'apiVersion: v2\nname: empty\nversion: 0.1.0\n');
+    }
+    const log = path.join(home, 'deploy.log');
+    const r = await execa('sh', ['-c', 'h=$1 c=$2 l=$3; shift 3; exec "$h" template rel "$c" --post-renderer kong-db-init "$@" > /dev/null 2> "$l"', 'sh', helm.v4!, target, log, ...extra], { env, reject: false });
+    const seen = fs.readFileSync(log, 'utf8');
+    expect(r.exitCode).not.toBe(0);
+    expect(seen).toMatch(/^Error: .*plugin "kong-db-init" exited with error$/m);
+    expect(seen, seen).toMatch(re);
+    // in that order, and nothing of ours cut or overwritten
+    expect(seen.indexOf('kong-db-init post-render:')).toBeGreaterThan(seen.indexOf('Error: '));
+    expect(seen.split('\n').filter((l) => l.trim() !== '').every((l) => /^(Error: |Use --debug|kong-db-init post-render: )/.test(l)), seen).toBe(true);
+  });
+});
+
+describe('the error file (issue 14 item 12)', () => {
+  const fail = (env: Record<string, string>, args: string[] = []) => execa(process.execPath, [CLI, 'post-render', ...args], { input: '', reject: false, env: { PATH: process.env.PATH!, ...env }, extendEnv: false });
+  it('goes to a directory of the user\'s own (0700), as a new file (0600); a symlink planted there is replaced, never followed', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-errfile-'));
+    const dir = path.join(tmp, `kong-db-init-${process.getuid!()}`);
+    const victim = path.join(tmp, 'victim');
+    fs.writeFileSync(victim, 'precious\n');
+    fs.mkdirSync(dir, { mode: 0o700 });
+    fs.symlinkSync(victim, path.join(dir, 'post-render.err'));
+    const r = await fail({ TMPDIR: tmp });
+    expect(r.exitCode).toBe(20);
+    expect(r.stderr).toContain(`(also written to ${path.join(dir, 'post-render.err')})`);
+    expect(fs.readFileSync(victim, 'utf8')).toBe('precious\n');
+    const st = fs.lstatSync(path.join(dir, 'post-render.err'));
+    expect(st.isFile()).toBe(true);
+    expect(st.mode & 0o777).toBe(0o600);
+    expect(fs.statSync(dir).mode & 0o777).toBe(0o700);
+    expect(fs.readFileSync(path.join(dir, 'post-render.err'), 'utf8')).toMatch(/empty input/);
+    // the old fixed name in the shared directory is not used at all
+    expect(fs.existsSync(path.join(tmp, 'kong-db-init-post-render.err'))).toBe(false);
+  });
+  it('a directory that is not private, or not ours, is not written into (the message still goes to stderr)', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-errfile-'));
+    const dir = path.join(tmp, `kong-db-init-${process.getuid!()}`);
+    fs.mkdirSync(dir, { mode: 0o777 });
+    fs.chmodSync(dir, 0o777);
+    const r = await fail({ TMPDIR: tmp });
+    expect(r.exitCode).toBe(20);
+    expect(r.stderr).toMatch(/empty input.*\(not written to an error file: .* is not a private directory of this user/);
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+  it('--error-file PATH: created new with mode 0600; a symlink there is replaced, not followed; a success removes it', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-errfile-'));
+    const victim = path.join(tmp, 'victim');
+    fs.writeFileSync(victim, 'precious\n');
+    const file = path.join(tmp, 'err.txt');
+    fs.symlinkSync(victim, file);
+    const r = await fail({ TMPDIR: tmp }, ['--error-file', file]);
+    expect(r.exitCode).toBe(20);
+    expect(fs.readFileSync(victim, 'utf8')).toBe('precious\n');
+    expect(fs.lstatSync(file).isFile()).toBe(true);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    const ok = await execa(process.execPath, [CLI, 'post-render', '--image', 'kong-db-init:ci', '--error-file', file], { input: read('helm3-postgres.yaml'), reject: false });
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    expect(fs.existsSync(file)).toBe(false);
   });
 });

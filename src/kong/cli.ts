@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { execa } from 'execa';
+import { execa, type ResultPromise } from 'execa';
 import type { Env, KongPg } from '../kong/config.js';
 import { ExitCode, InitError, Interrupted } from '../errors.js';
 import type { Logger } from '../report/log.js';
@@ -23,7 +23,7 @@ export const RACE_ERRORS = [/tuple concurrently updated/, /failed to bootstrap d
 /** Parse `kong migrations list` output into a typed state. Throws when the exit status is not 0/3/4/5. */
 export function parseList(exitCode: number, stdout: string, stderr = ''): SchemaState {
   if (![0, 3, 4, 5].includes(exitCode)) {
-    throw new InitError(ExitCode.KONG_FAILED, `\`kong migrations list\` exited ${exitCode}: ${lastLines(stderr || stdout, 6)}`);
+    throw new InitError(ExitCode.KONG_FAILED, `\`kong migrations list\` exited ${exitCode}: ${kongError(stderr || stdout, 6)}`);
   }
   const state: SchemaState = { code: exitCode as SchemaState['code'], executed: {}, pending: {}, new: {} };
   if (exitCode === 3) return state;
@@ -44,6 +44,18 @@ export function parseList(exitCode: number, stdout: string, stderr = ''): Schema
 
 export function lastLines(text: string, n: number): string {
   return text.trim().split(/\r?\n/).filter((l) => l.trim() !== '').slice(-n).join(' | ');
+}
+
+/**
+ * What Kong said went wrong: its `Error: …` line (Kong prints a Lua stack traceback after it, even
+ * without --v, when a query times out or fails), else its last lines.
+ */
+export function kongError(text: string, n = 8): string {
+  const lines = text.split(/\r?\n/);
+  const i = lines.findIndex((l) => /^Error: /.test(l));
+  if (i < 0) return lastLines(text, n);
+  const end = lines.findIndex((l, j) => j > i && (/^\s*stack traceback:/.test(l) || l.trim() === ''));
+  return lines.slice(i, end < 0 ? i + 3 : end).join(' | ');
 }
 
 export interface KongResult {
@@ -106,6 +118,12 @@ export function readStepOutput(r: Pick<KongResult, 'stdout' | 'stderr'>): StepFa
   };
 }
 
+export interface RunOptions {
+  signal?: AbortSignal;
+  quiet?: boolean;
+  graceMs?: number;
+}
+
 export class KongCli {
   private prefix: string | undefined;
   constructor(private readonly o: KongRunnerOptions) {}
@@ -120,38 +138,22 @@ export class KongCli {
     this.prefix = undefined;
   }
 
-  /**
-   * Run `kong <args>` in a process group of its own; stream its output into our log; never
-   * through a shell. When `signal` aborts, the group gets `graceMs` to finish on its own, then
-   * SIGTERM and SIGKILL. Returns only when no process of the group is left.
-   */
-  async run(args: string[], opts: { signal?: AbortSignal; quiet?: boolean; graceMs?: number } = {}): Promise<KongResult> {
-    const start = Date.now();
-    const confArgs = this.o.kong.confExplicit && this.o.kong.confPath ? ['-c', this.o.kong.confPath] : [];
-    const fullArgs = [...args, ...confArgs];
-    const child = execa(this.o.bin, fullArgs, {
-      env: childEnv(this.o.env, this.o.kong, this.getPrefix()),
-      extendEnv: false,
-      reject: false,
-      stdin: 'ignore',
-      detached: true,
-      cwd: this.getPrefix(),
-    });
-    const cmd = `kong ${args.filter((a, i) => !a.startsWith('--') && !args[i - 1]?.startsWith('--')).join(' ')}`;
-    if (!opts.quiet) {
-      for (const [stream, level] of [[child.stdout, 'info'], [child.stderr, 'warn']] as const) {
-        if (!stream) continue;
-        readline.createInterface({ input: stream }).on('line', (line) => {
-          if (line.trim() !== '') this.o.log[level === 'info' ? 'info' : 'warn'](`[${cmd}] ${scrub(line)}`); // Kong's text: scrubbed before it is stored
-        });
-      }
+  /** Kong's stdout and stderr, line by line, into our log (scrubbed before anything stores them). */
+  private stream(child: ResultPromise, cmd: string): void {
+    for (const [stream, level] of [[child.stdout, 'info'], [child.stderr, 'warn']] as const) {
+      if (!stream) continue;
+      readline.createInterface({ input: stream }).on('line', (line) => {
+        if (line.trim() !== '') this.o.log[level](`[${cmd}] ${scrub(line)}`);
+      });
     }
-    const pgid = child.pid;
-    if (pgid !== undefined) trackGroup(pgid);
+  }
+
+  /** On abort: `graceMs` for the group to finish on its own, then SIGTERM and SIGKILL to it. */
+  private armAbort(pgid: number | undefined, cmd: string, opts: RunOptions): { stopping(): Promise<boolean> | undefined; disarm(): void } {
     let stopping: Promise<boolean> | undefined;
     let timer: NodeJS.Timeout | undefined;
+    const grace = opts.graceMs ?? 0;
     const onAbort = () => {
-      const grace = opts.graceMs ?? 0;
       if (grace > 0 && !opts.quiet) this.o.log.warn(`letting ${cmd} finish (up to --grace-period ${Math.round(grace / 100) / 10} s)`);
       timer = setTimeout(() => {
         if (pgid === undefined) return;
@@ -161,36 +163,71 @@ export class KongCli {
     };
     if (opts.signal?.aborted) onAbort();
     else opts.signal?.addEventListener('abort', onAbort, { once: true });
-    const r = await child;
-    // an orphaned worker (the spawned process died, the rest of the chain did not) keeps
-    // migrating: never return while a process of the group runs; the abort timer stays armed
-    let waitedOrphans = false;
-    while (pgid !== undefined && !stopping && groupAlive(pgid)) {
-      if (!waitedOrphans) this.o.log.warn(`${cmd} exited but processes of its group still run; waiting for them`, { pgid });
-      waitedOrphans = true;
+    return {
+      stopping: () => stopping,
+      disarm: () => {
+        clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', onAbort);
+      },
+    };
+  }
+
+  /** An orphaned worker (the spawned process died, the rest of the chain did not) keeps migrating: wait for it. */
+  private async waitForGroup(pgid: number | undefined, cmd: string, stopping: () => Promise<boolean> | undefined): Promise<void> {
+    let warned = false;
+    while (pgid !== undefined && !stopping() && groupAlive(pgid)) {
+      if (!warned) this.o.log.warn(`${cmd} exited but processes of its group still run; waiting for them`, { pgid });
+      warned = true;
       await new Promise((res) => setTimeout(res, 25));
     }
-    const killed = stopping !== undefined;
+  }
+
+  /**
+   * Run `kong <args>` in a process group of its own; stream its output into our log; never
+   * through a shell. When `signal` aborts, the group gets `graceMs` to finish on its own, then
+   * SIGTERM and SIGKILL. Returns only when no process of the group is left.
+   */
+  async run(args: string[], opts: RunOptions = {}): Promise<KongResult> {
+    const start = Date.now();
+    const confArgs = this.o.kong.confExplicit && this.o.kong.confPath ? ['-c', this.o.kong.confPath] : [];
+    const child = execa(this.o.bin, [...args, ...confArgs], {
+      env: childEnv(this.o.env, this.o.kong, this.getPrefix()),
+      extendEnv: false,
+      reject: false,
+      stdin: 'ignore',
+      detached: true,
+      cwd: this.getPrefix(),
+    });
+    const cmd = `kong ${args.filter((a, i) => !a.startsWith('--') && !args[i - 1]?.startsWith('--')).join(' ')}`;
+    if (!opts.quiet) this.stream(child, cmd);
+    const pgid = child.pid;
+    if (pgid !== undefined) trackGroup(pgid);
+    const abort = this.armAbort(pgid, cmd, opts);
+    const r = await child;
+    await this.waitForGroup(pgid, cmd, abort.stopping);
+    const stopping = abort.stopping();
     if (stopping && !(await stopping)) this.o.log.error(`a process of ${cmd}'s group did not stop after SIGKILL`, { pgid });
-    clearTimeout(timer);
+    abort.disarm();
     if (pgid !== undefined) untrackGroup(pgid);
-    opts.signal?.removeEventListener('abort', onAbort);
-    const cause = (r as unknown as { cause?: NodeJS.ErrnoException }).cause;
-    const code = cause?.code;
-    if (code === 'ENOENT') {
-      throw new InitError(ExitCode.CONFIG, `Kong executable "${this.o.bin}" not found${this.o.bin.includes('/') ? '' : ' on PATH'}; set --kong-bin or KONG_DB_INIT_KONG_BIN to the kong binary (run inside the Kong image)`);
-    }
-    if (code === 'EACCES') {
-      throw new InitError(ExitCode.CONFIG, `Kong executable "${this.o.bin}" is not executable (EACCES); fix its permissions or point --kong-bin at the real kong binary`);
-    }
+    this.spawnError((r as unknown as { cause?: NodeJS.ErrnoException }).cause?.code);
     return {
       exitCode: typeof r.exitCode === 'number' ? r.exitCode : 1,
       stdout: scrub(String(r.stdout ?? '')),
       stderr: scrub(String(r.stderr ?? '')),
       durationMs: Date.now() - start,
       signal: r.signal ?? undefined,
-      killed,
+      killed: stopping !== undefined,
     };
+  }
+
+  /** A Kong executable that cannot be started is a configuration error naming the fix. */
+  private spawnError(code: string | undefined): void {
+    if (code === 'ENOENT') {
+      throw new InitError(ExitCode.CONFIG, `Kong executable "${this.o.bin}" not found${this.o.bin.includes('/') ? '' : ' on PATH'}; set --kong-bin or KONG_DB_INIT_KONG_BIN to the kong binary (run inside the Kong image)`);
+    }
+    if (code === 'EACCES') {
+      throw new InitError(ExitCode.CONFIG, `Kong executable "${this.o.bin}" is not executable (EACCES); fix its permissions or point --kong-bin at the real kong binary`);
+    }
   }
 
   /** `kong migrations <action>` with our --db-timeout/--lock-timeout, output streamed into the log. */

@@ -176,11 +176,11 @@ export interface LoadOptions {
   systemCaPaths?: readonly string[];
 }
 
-/** Resolve the settings Kong itself would use to reach Postgres. */
-export function loadKongConfig(env: Env, confFlag: string | undefined, files: FileReader, opts: LoadOptions = {}): KongPg {
-  const fromFiles = readFileVariables(env, files);
-  const { values, source, confPath, explicitConf } = layerKongValues(env, confFlag, files, fromFiles);
-  const src = (k: string) => source[k] ?? `KONG_${k.toUpperCase()}`;
+type Getter = { values: Record<string, string | undefined>; get(k: string): string; src(k: string): string };
+
+/** `{vault://…}` references in the settings we use, resolved as Kong's env vault would. */
+function resolveVaults(g: Getter, env: Env, fromFiles: Record<string, string>): void {
+  const { values, src } = g;
   const vaults = (values.vaults ?? 'bundled').split(',').map((v) => v.trim());
   for (const k of USED_SETTINGS) {
     const v = values[k];
@@ -190,61 +190,61 @@ export function loadKongConfig(env: Env, confFlag: string | undefined, files: Fi
     }
     values[k] = resolveReference(v, src(k), { ...env, ...fromFiles }, values.vault_env_prefix);
   }
-  const get = (k: string) => values[k] ?? '';
+}
 
+/** A required name (host, user, database) when Postgres is used. */
+function required(g: Getter, k: string, pgUsed: boolean, what: string): string {
+  const v = g.get(k).trim();
+  if (pgUsed && v === '') throw configError(`${g.src(k)} is empty; set ${what}`);
+  return v;
+}
+
+/** The client certificate and key (pg_ssl_cert, pg_ssl_cert_key): both or neither, PEM. */
+function clientCertificate(g: Getter, files: FileReader, pgUsed: boolean, ssl: boolean): { clientCert: string | undefined; clientKey: string | undefined } {
+  const none = { clientCert: undefined, clientKey: undefined };
+  const { values, src } = g;
+  const certFile = values.pg_ssl_cert?.trim() || undefined;
+  const keyFile = values.pg_ssl_cert_key?.trim() || undefined;
+  if (!pgUsed || (!certFile && !keyFile)) return none;
+  if (!certFile) throw configError(`${src('pg_ssl_cert_key')} is set but pg_ssl_cert is not; set KONG_PG_SSL_CERT to the client certificate, or unset the key`);
+  if (!keyFile) throw configError(`${src('pg_ssl_cert')} is set but pg_ssl_cert_key is not; set KONG_PG_SSL_CERT_KEY to the client certificate's private key`);
+  if (!ssl) return none;
+  const clientCert = readPem(files, certFile, src('pg_ssl_cert'), 'client certificate');
+  const clientKey = readPem(files, keyFile, src('pg_ssl_cert_key'), 'client key');
+  if (!/-----BEGIN [A-Z ]*CERTIFICATE-----/.test(clientCert)) throw configError(`${src('pg_ssl_cert')}: ${certFile} is not a PEM certificate; point it at the client certificate (PEM)`);
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(clientKey)) throw configError(`${src('pg_ssl_cert_key')}: ${keyFile} is not a PEM private key; point it at the client certificate's key (PEM, unencrypted)`);
+  return { clientCert, clientKey };
+}
+
+/** Resolve the settings Kong itself would use to reach Postgres. */
+export function loadKongConfig(env: Env, confFlag: string | undefined, files: FileReader, opts: LoadOptions = {}): KongPg {
+  const fromFiles = readFileVariables(env, files);
+  const { values, source, confPath, explicitConf } = layerKongValues(env, confFlag, files, fromFiles);
+  const g: Getter = { values, get: (k) => values[k] ?? '', src: (k) => source[k] ?? `KONG_${k.toUpperCase()}` };
+  resolveVaults(g, env, fromFiles);
+  const { get, src } = g;
   const database = get('database').trim().toLowerCase();
   if (database !== 'postgres' && database !== 'off') {
     throw configError(`${src('database')}=${JSON.stringify(get('database'))} is not supported; Kong 3.x uses "postgres" (or "off" for DB-less)`);
   }
   const pgUsed = database === 'postgres';
-
-  const password: string | undefined = values.pg_password;
-  const host = get('pg_host').trim();
-  if (pgUsed && host === '') throw configError(`${src('pg_host')} is empty; set it to the Postgres host name`);
-  const port = parseIntIn(get('pg_port'), src('pg_port'), 1, 65535);
-  const timeoutMs = parseIntIn(get('pg_timeout'), src('pg_timeout'), 1, 3_600_000);
   const ssl = parseBool(get('pg_ssl'), src('pg_ssl'));
   const sslVerify = parseBool(get('pg_ssl_verify'), src('pg_ssl_verify'));
-  const sslRequired = parseBool(get('pg_ssl_required'), src('pg_ssl_required'));
-  const user = get('pg_user').trim();
-  if (pgUsed && user === '') throw configError(`${src('pg_user')} is empty; set the Postgres user name`);
-  const db = get('pg_database').trim();
-  if (pgUsed && db === '') throw configError(`${src('pg_database')} is empty; set the Postgres database name`);
-  const schema = values.pg_schema?.trim() || undefined;
-
-  let ca: string[] | undefined;
-  if (pgUsed && ssl && sslVerify) ca = trustedCertificates(get('lua_ssl_trusted_certificate'), src('lua_ssl_trusted_certificate'), files, opts.systemCaPaths ?? SYSTEM_CA_PATHS);
-
-  let clientCert: string | undefined;
-  let clientKey: string | undefined;
-  const certFile = values.pg_ssl_cert?.trim() || undefined;
-  const keyFile = values.pg_ssl_cert_key?.trim() || undefined;
-  if (pgUsed && (certFile || keyFile)) {
-    if (!certFile) throw configError(`${src('pg_ssl_cert_key')} is set but pg_ssl_cert is not; set KONG_PG_SSL_CERT to the client certificate, or unset the key`);
-    if (!keyFile) throw configError(`${src('pg_ssl_cert')} is set but pg_ssl_cert_key is not; set KONG_PG_SSL_CERT_KEY to the client certificate's private key`);
-    if (ssl) {
-      clientCert = readPem(files, certFile, src('pg_ssl_cert'), 'client certificate');
-      clientKey = readPem(files, keyFile, src('pg_ssl_cert_key'), 'client key');
-      if (!/-----BEGIN [A-Z ]*CERTIFICATE-----/.test(clientCert)) throw configError(`${src('pg_ssl_cert')}: ${certFile} is not a PEM certificate; point it at the client certificate (PEM)`);
-      if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(clientKey)) throw configError(`${src('pg_ssl_cert_key')}: ${keyFile} is not a PEM private key; point it at the client certificate's key (PEM, unencrypted)`);
-    }
-  }
-
+  const host = required(g, 'pg_host', pgUsed, 'it to the Postgres host name');
   return {
     database: database as 'postgres' | 'off',
     host,
-    port,
-    user,
-    password,
-    db,
-    schema,
-    timeoutMs,
+    port: parseIntIn(get('pg_port'), src('pg_port'), 1, 65535),
+    user: required(g, 'pg_user', pgUsed, 'the Postgres user name'),
+    password: values.pg_password,
+    db: required(g, 'pg_database', pgUsed, 'the Postgres database name'),
+    schema: values.pg_schema?.trim() || undefined,
+    timeoutMs: parseIntIn(get('pg_timeout'), src('pg_timeout'), 1, 3_600_000),
     ssl,
     sslVerify,
-    sslRequired,
-    ca,
-    clientCert,
-    clientKey,
+    sslRequired: parseBool(get('pg_ssl_required'), src('pg_ssl_required')),
+    ca: pgUsed && ssl && sslVerify ? trustedCertificates(get('lua_ssl_trusted_certificate'), src('lua_ssl_trusted_certificate'), files, opts.systemCaPaths ?? SYSTEM_CA_PATHS) : undefined,
+    ...clientCertificate(g, files, pgUsed, ssl),
     confPath,
     confExplicit: Boolean(explicitConf),
     fromFiles,

@@ -13,6 +13,8 @@ export const INSTALL_CONTAINER = 'kong-db-init-install';
 export const MIGRATE_CONTAINER = 'kong-db-init';
 export const BIN_VOLUME = 'kong-db-init-bin';
 export const BIN_PATH = '/kong-db-init';
+/** The finish sidecar (src/render/finish-sidecar.ts). */
+export const FINISH_CONTAINER = 'kong-db-init-finish';
 /** Where the program lives in our image (and in the all-in-one image). */
 export const IMAGE_DIR = '/opt/kong-db-init';
 /** Names of everything we add to a pod: containers and the volume. */

