@@ -26,7 +26,7 @@ const RETRY = { baseMs: 2000, capMs: 60_000 };
 export function canHeal(e: unknown, k: RunContext['kong']): boolean {
   if (e instanceof Interrupted) return false;
   if (e instanceof KubeError) return e.retryable;
-  if (isInitError(e)) return e.exitCode === ExitCode.DB_LOST || e.exitCode === ExitCode.LOCK_LOST || e.exitCode === ExitCode.KONG_FAILED;
+  if (isInitError(e)) return e.exitCode === ExitCode.DB_LOST || (e.exitCode === ExitCode.LOCK_LOST && e.detail !== 'pooler') || e.exitCode === ExitCode.KONG_FAILED;
   return isDbError(e) && classify(e, k).kind === 'retry';
 }
 

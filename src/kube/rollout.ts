@@ -9,7 +9,7 @@ export const GROUP_LABEL = 'kong-db-init.io/finish-group';
 /** The annotation carrying the Kong image of a workload's current pod template. */
 export const IMAGE_ANNOTATION = 'kong-db-init.io/kong-image';
 
-interface Meta {
+interface ObjectMeta {
   name?: string;
   namespace?: string;
   uid?: string;
@@ -21,13 +21,13 @@ interface Meta {
 }
 
 export interface PodTemplate {
-  metadata?: Meta;
+  metadata?: ObjectMeta;
   spec?: { containers?: Array<{ name?: string; image?: string }> };
 }
 
 export interface Workload {
   kind: 'Deployment' | 'StatefulSet' | 'DaemonSet';
-  metadata: Meta;
+  metadata: ObjectMeta;
   spec?: { replicas?: number; selector?: unknown; template?: PodTemplate };
   status?: {
     observedGeneration?: number;
@@ -44,11 +44,11 @@ export interface Workload {
 }
 
 export interface ReplicaSet {
-  metadata: Meta;
+  metadata: ObjectMeta;
 }
 
 export interface Pod {
-  metadata: Meta;
+  metadata: ObjectMeta;
   status?: { phase?: string };
 }
 
@@ -68,7 +68,7 @@ export function templateImage(t: PodTemplate | undefined): string | undefined {
 
 const id = (w: Workload) => `${w.kind}/${w.metadata.namespace ? `${w.metadata.namespace}/` : ''}${w.metadata.name}`;
 const live = (p: Pod) => p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed';
-const ownedBy = (m: Meta, uid: string | undefined) => !uid || (m.ownerReferences ?? []).some((o) => o.uid === uid);
+const ownedBy = (m: ObjectMeta, uid: string | undefined) => !uid || (m.ownerReferences ?? []).some((o) => o.uid === uid);
 
 /** The pod-template-hash of a Deployment's current ReplicaSet (same revision annotation), if it exists yet. */
 export function currentHash(d: Workload, rss: ReplicaSet[]): string | undefined {

@@ -99,14 +99,17 @@ export class AdvisoryLock {
    * --lock-host, after releasing what it may hold.
    */
   async tryAcquire(): Promise<boolean> {
-    const r = await this.client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [this.key.toString()]);
+    const r = await this.client.query<{ ok: boolean; pid: number }>('SELECT pg_try_advisory_lock($1::bigint) AS ok, pg_backend_pid() AS pid', [this.key.toString()]);
     if (r.rows[0]?.ok !== true) return false;
+    const taker = r.rows[0].pid;
     const v = await this.client.query<{ pid: number; held: boolean }>(HELD_BY_ME_SQL, this.keyParts());
-    if (!v.rows[0]?.held) {
-      await this.client.query('SELECT pg_advisory_unlock_all()').catch(() => {});
-      throw new InitError(ExitCode.LOCK_LOST, poolerMessage(this.target));
+    if (!v.rows[0]?.held || v.rows[0].pid !== taker) {
+      // through a pooler the backend that took the lock is not ours any more: unlocking here would
+      // reach yet another backend, so the one that holds it is ended (same role: allowed)
+      await this.client.query('SELECT pg_terminate_backend($1)', [taker]).catch(() => {});
+      throw new InitError(ExitCode.LOCK_LOST, poolerMessage(this.target), 'pooler');
     }
-    this.backendPid = v.rows[0].pid;
+    this.backendPid = taker;
     this.held = true;
     this.startHeartbeat();
     return true;

@@ -75,8 +75,8 @@ function installSecurity(doc: Document, proxy: YAMLMap, podSeccomp: string | und
   }) as Node;
 }
 
-/** `kong-db-init migrate` (or `wait`), in the proxy's image with the proxy's settings. */
-export function kongContainer(doc: Document, proxy: YAMLMap, o: ContainerOptions, podSeccomp: string | undefined, command: 'migrate' | 'wait', base?: YAMLMap): YAMLMap {
+/** Our own container (`kong-db-init migrate`, or `wait`), run in the proxy's Kong image with the proxy's settings. */
+export function toolContainer(doc: Document, proxy: YAMLMap, o: ContainerOptions, podSeccomp: string | undefined, command: 'migrate' | 'wait', base?: YAMLMap): YAMLMap {
   const src = base ?? proxy;
   const c = new YAMLMap();
   c.set('name', command === 'migrate' ? MIGRATE_CONTAINER : 'wait-for-db');
@@ -113,7 +113,7 @@ export function installContainer(doc: Document, proxy: YAMLMap, o: ContainerOpti
 
 /** Our init containers for one pod, in order: install (unless all-in-one), then migrate. */
 export function ourInitContainers(doc: Document, proxy: YAMLMap, o: ContainerOptions, podSeccomp: string | undefined): YAMLMap[] {
-  const migrate = kongContainer(doc, proxy, o, podSeccomp, 'migrate');
+  const migrate = toolContainer(doc, proxy, o, podSeccomp, 'migrate');
   return o.allInOne ? [migrate] : [installContainer(doc, proxy, o, podSeccomp), migrate];
 }
 

@@ -27,8 +27,6 @@ export interface FinishRenderOptions {
   allInOne?: string;
   /** imagePullPolicy for the all-in-one image (the migrate container uses the same). */
   pullPolicy?: string;
-  /** How long the sidecar waits for the rollout (default 6h). */
-  deadline?: string;
 }
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -72,7 +70,7 @@ export function finishAdditions(workload: Obj, o: FinishRenderOptions = {}): Fin
   const group = o.group ?? 'default';
   const image = String(proxy.image ?? '');
   const bin = o.allInOne ? `${IMAGE_DIR}/kong-db-init` : `${BIN_PATH}/kong-db-init`;
-  const args = ['--then-idle', `--deadline=${o.deadline ?? '6h'}`, `--group=${group}`, `--kong-image=${image}`];
+  const args = ['--then-idle', '--deadline=6h', `--group=${group}`, `--kong-image=${image}`];
   if (o.namespaces?.length) args.push(`--namespaces=${[namespace, ...o.namespaces.filter((n) => n !== namespace)].join(',')}`);
   const mounts: Obj[] = [...((proxy.volumeMounts as Obj[] | undefined) ?? []).filter((m) => m.mountPath !== SA_DIR)];
   if (!o.allInOne) mounts.push({ name: BIN_VOLUME, mountPath: BIN_PATH, readOnly: true });
@@ -90,7 +88,9 @@ export function finishAdditions(workload: Obj, o: FinishRenderOptions = {}): Fin
     ...(proxy.envFrom ? { envFrom: proxy.envFrom } : {}),
     volumeMounts: mounts,
     ...(proxy.securityContext ? { securityContext: proxy.securityContext } : {}),
-    resources: { requests: { cpu: '5m', memory: '48Mi' }, limits: { memory: '192Mi' } },
+    // idle (after finish) it is a shell of about 2 MB; while `kong migrations finish` runs it holds Node and
+    // Kong's five-process chain: the limit is the migrate container's default, which runs the same chain
+    resources: { requests: { cpu: '5m', memory: '32Mi' }, limits: { memory: '512Mi' } },
     terminationMessagePolicy: 'FallbackToLogsOnError',
   };
   const volume = {

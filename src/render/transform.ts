@@ -7,10 +7,10 @@
  * Each injection is a small function of its own (`injectInitContainers`, `setVaultInitFirst`).
  */
 import { isSeq, YAMLMap, YAMLSeq, type Document } from 'yaml';
-import { binVolume, BIN_VOLUME, FINISH_CONTAINER, kongContainer, MIGRATE_CONTAINER, ourInitContainers, type ContainerOptions } from './containers.js';
+import { binVolume, BIN_VOLUME, FINISH_CONTAINER, toolContainer, MIGRATE_CONTAINER, ourInitContainers, type ContainerOptions } from './containers.js';
 import { RENDER_EXIT, RenderError } from './errors.js';
 import { needsParse, parseChunk, quickKind, quickMigrationJob, splitStream, type Chunk, type JobRole } from './stream.js';
-import { get, idOf, inspectWorkload, meshStatus, meta, migrationJob, nameOf, podSeccomp, seqItems, vaultFinding, VAULT_INIT_FIRST, WAIT_CONTAINER, type Workload } from './workload.js';
+import { get, idOf, inspectWorkload, meshStatus, meta, migrationJob, nameOf, podSeccomp, seqItems, vaultFinding, VAULT_INIT_FIRST, WAIT_CONTAINER, type RenderedWorkload } from './workload.js';
 
 export { RenderError } from './errors.js';
 export { splitStream } from './stream.js';
@@ -63,7 +63,7 @@ export interface Parsed {
 export interface Target {
   index: number;
   id: string;
-  workload: Workload & { proxy: YAMLMap };
+  workload: RenderedWorkload & { proxy: YAMLMap };
   /** Set the Vault agent's init container first (its secret files must exist before ours run). */
   vaultInitFirst: boolean;
   /** Already has our init containers (a render that includes the values overlay, or a second run). */
@@ -156,7 +156,7 @@ export function planRelease(parsed: Parsed[], o: RenderOptions): ReleasePlan {
  * reach Postgres. The chart's own service-mesh advice (waitImage.enabled=false, so no wait-for-db)
  * is taken as a sign of one too, since injection by namespace label does not show in the render.
  */
-function checkMesh(id: string, w: Workload, o: RenderOptions, injected: boolean): void {
+function checkMesh(id: string, w: RenderedWorkload, o: RenderOptions, injected: boolean): void {
   if (o.meshReady || injected) return;
   const mesh = meshStatus(w);
   const found = mesh.status === 'problem' ? mesh : undefined;
@@ -189,7 +189,7 @@ export function injectInitContainers(doc: Document, t: Target, o: RenderOptions)
     seq.items.splice(waitIdx, 0, ...ours);
     waitIdx += ours.length;
     if (o.replaceWait) {
-      seq.items.splice(waitIdx, 1, kongContainer(doc, proxy, o, seccomp, 'wait', seq.items[waitIdx] as YAMLMap));
+      seq.items.splice(waitIdx, 1, toolContainer(doc, proxy, o, seccomp, 'wait', seq.items[waitIdx] as YAMLMap));
       changes.push('replaced wait-for-db with kong-db-init wait');
     }
   }

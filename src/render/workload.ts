@@ -24,14 +24,14 @@ function record(n: unknown): Record<string, string> {
   return out;
 }
 
-export interface Meta {
+export interface DocMeta {
   kind?: string;
   name?: string;
   labels: Record<string, string>;
   annotations: Record<string, string>;
 }
 
-export function meta(doc: Document): Meta {
+export function meta(doc: Document): DocMeta {
   const md = get(doc.contents, 'metadata');
   return { kind: str(get(doc.contents, 'kind')), name: str(get(md, 'name')), labels: record(get(md, 'labels')), annotations: record(get(md, 'annotations')) };
 }
@@ -64,7 +64,7 @@ export function migrationJob(doc: Document): JobRole | undefined {
  */
 export type WorkloadKind = 'target' | 'dbless' | 'data-plane' | 'controller-only' | 'no-proxy' | 'other';
 
-export interface Workload {
+export interface RenderedWorkload {
   kind: WorkloadKind;
   podSpec: YAMLMap;
   /** The pod template's metadata (annotations, labels). */
@@ -74,7 +74,7 @@ export interface Workload {
 
 const KONG_IMAGE = /(^|\/)kong(-gateway)?(:|@|$)|(^|\/)kong\/kong-gateway/;
 
-export function inspectWorkload(doc: Document): Workload | undefined {
+export function inspectWorkload(doc: Document): RenderedWorkload | undefined {
   const m = meta(doc);
   if (m.kind !== 'Deployment' && m.kind !== 'DaemonSet' && m.kind !== 'StatefulSet') return undefined;
   const template = doc.getIn(['spec', 'template'], true);
@@ -154,7 +154,7 @@ const MESHES: Array<{ mesh: string; inject: (a: Record<string, string>, l: Recor
  * `problem`: a mesh whose non-native sidecar would cut our init container off from Postgres;
  * `ok`: the pod asks for native sidecars or excludes a port from the mesh; `none`: no sign of a mesh.
  */
-export function meshStatus(w: Workload): { status: 'none' | 'ok' } | ({ status: 'problem' } & MeshFinding) {
+export function meshStatus(w: RenderedWorkload): { status: 'none' | 'ok' } | ({ status: 'problem' } & MeshFinding) {
   const port = (w.proxy && envValue(w.proxy, 'KONG_PG_PORT')) || '5432';
   for (const m of MESHES) {
     const evidence = m.inject(w.podMeta.annotations, w.podMeta.labels);
@@ -173,7 +173,7 @@ export const VAULT_PRE_POPULATE = 'vault.hashicorp.com/agent-pre-populate';
 
 export type VaultFinding = { action: 'none' } | { action: 'init-first' } | { action: 'refuse'; reason: string };
 
-export function vaultFinding(w: Workload): VaultFinding {
+export function vaultFinding(w: RenderedWorkload): VaultFinding {
   const a = w.podMeta.annotations;
   if (a[VAULT_INJECT] !== 'true') return { action: 'none' };
   const secretsPath = a['vault.hashicorp.com/secret-volume-path'] || '/vault/secrets';

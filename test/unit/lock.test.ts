@@ -58,21 +58,22 @@ describe('a pooler in transaction mode is detected', () => {
     const sql: string[] = [];
     const client = {
       on: () => {},
-      query: async (text: string) => {
-        sql.push(text);
-        if (/pg_try_advisory_lock/.test(text)) return { rows: [{ ok: true }] };
+      query: async (text: string, params: unknown[] = []) => {
+        sql.push(`${text} ${JSON.stringify(params)}`);
+        if (/pg_try_advisory_lock/.test(text)) return { rows: [{ ok: true, pid: 1001 }] };
         if (/EXISTS/.test(text)) return { rows: [{ pid: 2002, held: false }] }; // another backend: it holds nothing
         return { rows: [] };
       },
     };
     return { client, sql };
   };
-  it('after acquiring, a separate statement finds the lock not held by our backend: LOCK_LOST naming --lock-host, and nothing stays locked', async () => {
+  it('after acquiring, a separate statement finds the lock not held by our backend: LOCK_LOST naming --lock-host, and the backend that took it is ended (an unlock would reach yet another backend)', async () => {
     const { AdvisoryLock: Lock } = await import('../../src/postgres/lock.js');
     const { client, sql } = pooled();
     const lock = new Lock(client as never, 1n, 'pgbouncer:6432');
     await expect(lock.tryAcquire()).rejects.toMatchObject({ exitCode: 13, message: expect.stringMatching(/pgbouncer:6432.*transaction mode.*--lock-host/) });
     expect(lock.isHeld).toBe(false);
-    expect(sql.some((q) => /pg_advisory_unlock_all/.test(q))).toBe(true);
+    expect(sql.some((q) => /pg_terminate_backend\(\$1\) \[1001\]/.test(q))).toBe(true);
+    expect(sql.some((q) => /pg_advisory_unlock/.test(q))).toBe(false);
   });
 });
