@@ -3,8 +3,8 @@ import path from 'node:path';
 import { execa } from 'execa';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { lockKey } from '../src/postgres/lock.js';
 import { embeddedServer } from './helpers/embedded.js';
+import { holdLock, terminateLockSession } from './helpers/locks.js';
 import {
   admin,
   alive,
@@ -46,13 +46,6 @@ async function expectRerunCompletes(db: TestDb): Promise<void> {
   expect(again.exitCode, again.stderr).toBe(0);
   expect(await listCode(db)).toBe(4);
   await noDuplicates(db);
-}
-/** Another pod's lock: a session that holds our advisory lock until released. */
-async function holdLock(db: TestDb): Promise<pg.Client> {
-  const c = new pg.Client({ host: db.host, port: db.port, user: db.user, password: db.password, database: db.name, application_name: 'kong-db-init/other-pod' });
-  await c.connect();
-  await c.query('SELECT pg_advisory_lock($1::bigint)', [lockKey(db.name, undefined).toString()]);
-  return c;
 }
 const waitingForLock = (out: () => string) => until(() => /waiting for the migration lock/.test(out()), 60_000, 'migrate to wait for the lock');
 
@@ -194,11 +187,7 @@ describe('faults (real Postgres, real processes; Kong: the 3.7.1 stand-in chain)
     const db = await createDb();
     const child = spawnCli(['migrate'], db.env({ KONG_STANDIN_DELAY_MS: '40', KONG_DB_INIT_KONG_LOCK_TIMEOUT: '3' }));
     await until(() => migrationsRun(db) >= 5, 30_000, 'Kong to be running');
-    const killed = await db.query<{ ok: boolean }>(
-      `SELECT pg_terminate_backend(a.pid) AS ok FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
-        WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'kong-db-init/%' AND a.datname = current_database()`,
-    );
-    expect(killed.rows).toEqual([{ ok: true }]);
+    await terminateLockSession(db);
     const r = await child;
     expect(r.exitCode, String(r.stderr)).toBe(0);
     expect(String(r.stderr)).toMatch(/advisory-lock session was lost; a running Kong step goes on/);

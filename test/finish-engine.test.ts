@@ -4,20 +4,24 @@
  * survived, a Postgres error ends with a documented code. Real processes, real Postgres, the
  * Kong 3.7.1 stand-in chain.
  */
-import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { lockKey } from '../src/postgres/lock.js';
-import { embeddedServer } from './helpers/embedded.js';
+import { embeddedServer, type Server } from './helpers/embedded.js';
+import { holdLock, terminateLockSession } from './helpers/locks.js';
 import { alive, createDb, KONG_PASSWORD, listCode, readStatus, runCli, seed, spawnCli, standinEvents, standinPids, until, type TestDb } from './helpers/harness.js';
 
 const teardowns = async (db: TestDb) => (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM standin_runs WHERE phase = 'teardown'`)).rows[0]!.n;
 const finishStarted = (db: TestDb) => standinEvents(db).some((e) => e.cmd === 'migrations finish' && e.ev === 'start');
 
-async function holdLock(db: TestDb): Promise<pg.Client> {
-  const c = new pg.Client({ host: db.host, port: db.port, user: db.user, password: db.password, database: db.name, application_name: 'kong-db-init/other-pod' });
-  await c.connect();
-  await c.query('SELECT pg_advisory_lock($1::bigint)', [lockKey(db.name, undefined).toString()]);
-  return c;
+/** A database on its own server, `pending`, another pod holding our lock, and `finish` waiting for it. */
+async function finishWaitingOnLock(server: Server, args: string[] = []) {
+  const db = await createDb({ host: '127.0.0.1', port: server.port, user: server.user, password: server.password });
+  await seed(db, 'pending');
+  await holdLock(db);
+  const child = spawnCli(['finish', '--rollout=skip', ...args], db.env());
+  const out = { err: '' };
+  child.stderr!.on('data', (d: Buffer) => (out.err += d.toString()));
+  await until(() => /waiting for the migration lock/.test(out.err), 30_000, 'finish to wait for the lock');
+  return { db, child, out };
 }
 
 describe('finish on the shared engine (real Postgres, real processes; Kong: the 3.7.1 stand-in chain)', () => {
@@ -26,11 +30,7 @@ describe('finish on the shared engine (real Postgres, real processes; Kong: the 
     await seed(db, 'pending');
     const child = spawnCli(['finish', '--rollout=skip'], db.env({ KONG_STANDIN_DELAY_MS: '3000' }));
     await until(() => finishStarted(db), 30_000, 'Kong finish to run');
-    const killed = await db.query(
-      `SELECT pg_terminate_backend(a.pid) AS ok FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
-        WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'kong-db-init/%' AND a.datname = current_database()`,
-    );
-    expect(killed.rows).toEqual([{ ok: true }]);
+    await terminateLockSession(db);
     const r = await child;
     expect(r.exitCode, String(r.stderr)).toBe(0);
     expect(String(r.stderr)).toMatch(/advisory-lock session was lost; a running Kong step goes on/);
@@ -62,18 +62,12 @@ describe('finish on the shared engine (real Postgres, real processes; Kong: the 
   it('Postgres restarts while finish waits for the lock (the sidecar case): it reconnects, keeps waiting, then finishes once', async () => {
     const server = await embeddedServer({ password: KONG_PASSWORD });
     try {
-      const db = await createDb({ host: '127.0.0.1', port: server.port, user: server.user, password: server.password });
-      await seed(db, 'pending');
-      const other = await holdLock(db);
-      other.on('error', () => {});
-      const child = spawnCli(['finish', '--rollout=skip'], db.env());
-      let err = '';
-      child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-      await until(() => /waiting for the migration lock/.test(err), 30_000, 'finish to wait for the lock');
+      const { db, child, out } = await finishWaitingOnLock(server);
       await server.stop(); // the holder's session dies with it: the lock is free once Postgres is back
       await new Promise((res) => setTimeout(res, 1500));
       await server.start();
       const r = await child;
+      const err = out.err;
       expect(r.exitCode, err).toBe(0);
       expect(err).toMatch(/lost the connection to Postgres while waiting for the migration lock; reconnecting|finish failed; retrying until --deadline/);
       expect(err).not.toMatch(/internal error/);
@@ -88,16 +82,10 @@ describe('finish on the shared engine (real Postgres, real processes; Kong: the 
   it('Postgres gone for good while finish waits: exit 11 at the deadline naming the fix (never 1)', async () => {
     const server = await embeddedServer({ password: KONG_PASSWORD });
     try {
-      const db = await createDb({ host: '127.0.0.1', port: server.port, user: server.user, password: server.password });
-      await seed(db, 'pending');
-      const other = await holdLock(db);
-      other.on('error', () => {});
-      const child = spawnCli(['finish', '--rollout=skip', '--deadline', '6s'], db.env());
-      let err = '';
-      child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-      await until(() => /waiting for the migration lock/.test(err), 30_000, 'finish to wait for the lock');
+      const { db, child, out } = await finishWaitingOnLock(server, ['--deadline', '6s']);
       await server.stop();
       const r = await child;
+      const err = out.err;
       expect(r.exitCode, err).toBe(11);
       expect(readStatus(db)).toMatchObject({ command: 'finish', outcome: 'failed', exit_code: 11 });
       expect(err).not.toMatch(/internal error/);

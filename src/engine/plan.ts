@@ -123,7 +123,9 @@ export type StepOutcome = 'progressed' | 'progressed-after-race' | 'aborted' | '
 
 /** Classify one Kong step from its exit status, what it printed, and the states around it. Pure. */
 export function classifyStep(r: StepRun): StepOutcome {
-  const aborted = r.facts.notLeader || (r.exitCode !== 0 && r.kongLockHeld && r.facts.lockWaitTimedOut);
+  // `up`'s lock-wait "timeout" means it waited the whole --lock-timeout on another Kong's row and did
+  // nothing, whether or not the row is still there when we look (recorded runs 30, 33)
+  const aborted = r.facts.notLeader || (r.exitCode !== 0 && r.facts.lockWaitTimedOut);
   const race = r.exitCode !== 0 && !aborted && r.facts.raceError;
   const progressed = progressKey(r.after) !== progressKey(r.before);
   if (r.exitCode !== 0 && !race && !aborted) return 'failed';
@@ -135,10 +137,11 @@ export function classifyStep(r: StepRun): StepOutcome {
 
 /**
  * How long to wait before retrying an aborted or raced step: until Kong's lock row expires (plus
- * a margin, at most 30 s), else a jittered backoff from 500 ms capped at 5 s.
+ * a margin; at most 65 s, Kong's default ttl of 60 s and a margin: a `finish` started earlier only
+ * aborts again), else a jittered backoff from 500 ms capped at 5 s.
  */
 export function retryDelay(kongLockMsLeft: number | undefined, attempt: number, random: () => number = Math.random): number {
-  if (kongLockMsLeft !== undefined) return Math.min(Math.ceil(kongLockMsLeft) + 250, 30_000);
+  if (kongLockMsLeft !== undefined) return Math.min(Math.ceil(kongLockMsLeft) + 250, 65_000);
   const ceiling = Math.min(5000, 500 * 2 ** Math.max(0, attempt - 1));
   return Math.max(250, Math.floor(random() * ceiling));
 }

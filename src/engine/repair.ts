@@ -16,7 +16,7 @@ import type pg from 'pg';
 import { ExitCode, InitError } from '../errors.js';
 import { quoteIdent } from '../postgres/connect.js';
 import { kongLockRow, type KongLockRow } from '../postgres/kong-tables.js';
-import { stateName, type SchemaState } from './plan.js';
+import { count, stateName, type SchemaState } from './plan.js';
 import type { Run } from './run.js';
 
 export interface RepairFacts {
@@ -111,6 +111,17 @@ async function applyRepair(c: pg.Client, schema: string | undefined, r: Repair):
 }
 
 /**
+ * A `bootstrap` killed before it recorded anything (schema_meta empty: `list` 5 with nothing
+ * executed) leaves a database on which `kong start` has never succeeded: no Kong node can run on
+ * it, nothing is mid-rollout, so the teardowns that `up` leaves pending are finished in this run.
+ */
+function finishIfNeverBootstrapped(run: Run, state: SchemaState): void {
+  if (run.finish !== 'auto' || state.code !== 5 || count(state.executed) > 0) return;
+  run.finish = 'always';
+  run.ctx.log.info('the database was never fully bootstrapped (schema_meta records nothing): no Kong node can have started on it, so pending migrations are finished in this run too');
+}
+
+/**
  * Under the lock, before the first step: repair what Kong cannot leave by itself, say so once
  * (log, summary `repaired`, history row), and return the state re-read afterwards. With
  * --repair=false, refuse naming the manual fix.
@@ -119,6 +130,7 @@ export async function repair(run: Run, state: SchemaState, reread: () => Promise
   const { ctx, sessions, summary: s } = run;
   const c = sessions.lockClient!;
   if (state.code === 3) return state;
+  finishIfNeverBootstrapped(run, state);
   const r = decideRepair(await readRepairFacts(c, ctx.kong.schema, [sessions.lock?.backendPid ?? -1]));
   if (!r) return state;
   if (r.kind === 'wait-kong-lock' || (r.kind === 'clear-dead-kong-lock' && !ctx.settings.repair)) {
@@ -136,11 +148,5 @@ export async function repair(run: Run, state: SchemaState, reread: () => Promise
   s.repaired = r.what;
   s.actions.push({ action: 'repair', ms: 0, exit: 0, note: r.what });
   run.changed = true;
-  if (r.kind === 'create-locks-table' && run.finish === 'auto') {
-    // `kong start` refuses every state this database has been in (never fully bootstrapped):
-    // no Kong node can run on it, so nothing is mid-rollout and `finish` is safe right away
-    run.finish = 'always';
-    ctx.log.info('no Kong node can have started on a database that was never fully bootstrapped: its pending migrations are finished in this run too');
-  }
   return r.kind === 'create-locks-table' ? reread() : state;
 }

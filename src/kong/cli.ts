@@ -55,7 +55,8 @@ export function kongError(text: string, n = 8): string {
   const i = lines.findIndex((l) => /^Error: /.test(l));
   if (i < 0) return lastLines(text, n);
   const end = lines.findIndex((l, j) => j > i && (/^\s*stack traceback:/.test(l) || l.trim() === ''));
-  return lines.slice(i, end < 0 ? i + 3 : end).join(' | ');
+  // Kong wraps what failed inside its lock: "cluster_mutex callback threw an error: <file>:<line>: <error>"
+  return lines.slice(i, end < 0 ? i + 3 : end).join(' | ').replace(/cluster_mutex callback threw an error: \S+:\d+: (\[PostgreSQL error\] )?/, '');
 }
 
 export interface KongResult {

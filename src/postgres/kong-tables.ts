@@ -9,13 +9,14 @@ export interface KongLockRow {
   ms_left: number;
 }
 
-/** Kong's "migrations" row in its `locks` table (held by a running Kong, or left by a killed one). */
+/** Kong's unexpired "migrations" row in its `locks` table (held by a running Kong, or left by a killed one). */
 export async function kongLockRow(c: pg.Client | undefined, schema: string | undefined): Promise<KongLockRow | undefined> {
   if (!c) return undefined;
   try {
     const t = schema ? `${quoteIdent(schema)}.locks` : 'locks';
     const r = await c.query<KongLockRow>(
-      `SELECT owner, ttl::text, GREATEST(0, EXTRACT(EPOCH FROM (ttl - now())) * 1000)::float8 AS ms_left FROM ${t} WHERE key = 'migrations'`,
+      // Kong ignores (and deletes on its next lock) a row whose ttl has passed: so do we
+      `SELECT owner, ttl::text, (EXTRACT(EPOCH FROM (ttl - now())) * 1000)::float8 AS ms_left FROM ${t} WHERE key = 'migrations' AND ttl >= now()`,
     );
     return r.rows[0];
   } catch {

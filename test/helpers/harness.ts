@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 import pg from 'pg';
-import { CATALOG, KONG_36_MISSING, TEARDOWN } from '../kong-standin/catalog.mjs';
+import { CATALOG, KONG_36_MISSING, KONG_SQL, TEARDOWN } from '../kong-standin/catalog.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 /** The program under test: this run's private build (global setup), else dist/. */
@@ -272,5 +272,100 @@ export function killPod(db: TestDb, cliPid: number): void {
     } catch {
       // gone
     }
+  }
+}
+
+/** The database's owner role (Kong's role): what Kong itself may do, unlike `db.query` (superuser). */
+export async function kongQuery<T extends pg.QueryResultRow = pg.QueryResultRow>(db: TestDb, sql: string, params?: unknown[]): Promise<pg.QueryResult<T>> {
+  const c = new pg.Client({ host: db.host, port: db.port, user: db.user, password: db.password, database: db.name });
+  await c.connect();
+  try {
+    return await c.query<T>(sql, params);
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * Put the database in a named state exactly as Kong 3.7.1 leaves it (unlike `seed`, which writes
+ * the rows directly): Kong's own CREATE TABLE statements for `schema_meta` and `locks`, and the
+ * schema_meta rows made by replaying Kong's record_migration SQL in Kong's order, so that executed
+ * and pending are NULL or '{}' where Kong leaves them so (e.g. `session | {…} | NULL`,
+ * `ai-proxy | NULL | {001_360_to_370}`). Shapes, as in the recorded runs:
+ * - `new`: a Kong 3.6 bootstrap (core 023_360_to_370 and ai-proxy 001_360_to_370 not run)
+ * - `pending`: `new`, then 3.7.1's `up` (core 023 executed, ai-proxy 001 pending)
+ * - `pending+new`: `new` with only ai-proxy 001 run by `up` (core 023 still new)
+ * - `current`: a 3.7.1 bootstrap
+ * Also creates the stand-in's own tables (standin_runs, and the few Kong tables its migrations touch).
+ */
+export async function seedKong(db: TestDb, shape: 'new' | 'pending' | 'pending+new' | 'current'): Promise<void> {
+  const c = new pg.Client({ host: db.host, port: db.port, user: db.user, password: db.password, database: db.name });
+  await c.connect();
+  try {
+    await c.query(KONG_SQL.schemaMeta);
+    await c.query(KONG_SQL.locks);
+    await c.query(`CREATE TABLE services (id uuid PRIMARY KEY, name text UNIQUE, host text)`);
+    await c.query(`CREATE TABLE routes (id uuid PRIMARY KEY, service_id uuid REFERENCES services (id), paths text[])`);
+    await c.query(`CREATE TABLE standin_runs (id bigserial PRIMARY KEY, subsystem text, name text, phase text, pid int, at timestamptz DEFAULT now())`);
+    await c.query(`CREATE TABLE clustering_data_planes (id uuid PRIMARY KEY, hostname text, ip text, last_seen timestamptz, config_hash text)`);
+    const later: Array<[string, string]> = [];
+    for (const [sub, migs] of CATALOG) {
+      for (const m of migs) {
+        const id = `${sub}/${m}`;
+        if (shape !== 'current' && KONG_36_MISSING.has(id)) {
+          later.push([sub, m]);
+          continue;
+        }
+        // bootstrap: a migration with a teardown is recorded pending, torn down, recorded again
+        if (TEARDOWN.has(id)) {
+          await c.query(KONG_SQL.record(sub, m, 'pending'));
+          await c.query(KONG_SQL.record(sub, m, 'teardown'));
+        } else {
+          await c.query(KONG_SQL.record(sub, m, 'executed'));
+        }
+      }
+    }
+    if (shape === 'pending' || shape === 'pending+new') {
+      for (const [sub, m] of later) {
+        if (shape === 'pending+new' && !TEARDOWN.has(`${sub}/${m}`)) continue;
+        await c.query(KONG_SQL.record(sub, m, TEARDOWN.has(`${sub}/${m}`) ? 'pending' : 'executed'));
+      }
+    }
+    if (shape === 'pending' || shape === 'current') {
+      await c.query(`CREATE TABLE clustering_rpc_requests (id bigserial PRIMARY KEY, node_id uuid NOT NULL, reply_to uuid NOT NULL, ttl timestamptz NOT NULL, payload json NOT NULL)`);
+      await c.query(`ALTER TABLE clustering_data_planes ADD rpc_capabilities text[]`);
+    }
+  } finally {
+    await c.end();
+  }
+}
+
+export interface KongSnapshot {
+  /** null: no schema_meta table. executed/pending as PostgreSQL prints them ('{a,b}', '{}') or 'NULL'. */
+  schemaMeta: Array<{ subsystem: string; executed: string; pending: string }> | null;
+  /** null: no locks table. secondsLeft: ttl - now (negative: expired). */
+  locks: Array<{ key: string; owner: string; secondsLeft: number }> | null;
+}
+
+/** Kong's `schema_meta` rows and `locks` rows, in the form the recorded notes give them (read as Kong's role, one connection). */
+export async function kongSnapshot(db: TestDb): Promise<KongSnapshot> {
+  const c = new pg.Client({ host: db.host, port: db.port, user: db.user, password: db.password, database: db.name });
+  await c.connect();
+  try {
+    const t = (await c.query<{ sm: boolean; lk: boolean }>(`SELECT to_regclass('public.schema_meta') IS NOT NULL AS sm, to_regclass('public.locks') IS NOT NULL AS lk`)).rows[0]!;
+    const schemaMeta = t.sm
+      ? (
+          await c.query<{ subsystem: string; executed: string; pending: string }>(
+            `SELECT subsystem, COALESCE(executed::text, 'NULL') AS executed, COALESCE(pending::text, 'NULL') AS pending
+               FROM public.schema_meta WHERE key = 'schema_meta' ORDER BY subsystem COLLATE "C"`,
+          )
+        ).rows
+      : null;
+    const locks = t.lk
+      ? (await c.query<{ key: string; owner: string; secondsLeft: number }>(`SELECT key, owner, EXTRACT(EPOCH FROM ttl - now())::float8 AS "secondsLeft" FROM public.locks ORDER BY key`)).rows
+      : null;
+    return { schemaMeta, locks };
+  } finally {
+    await c.end();
   }
 }

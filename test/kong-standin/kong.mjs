@@ -20,6 +20,8 @@
 //   KONG_STANDIN_BARRIER   "DIR:N": the worker waits until N workers reached Kong's race window
 //                          (bootstrap: before creating the schema; up/finish: before the locks row)
 //   KONG_STANDIN_KEY_COST  pbkdf2 iterations per SSL listener key in a fresh prefix (default 400000)
+//   KONG_STANDIN_KILL_AT, KONG_STANDIN_HOLD_AT, KONG_STANDIN_STALL_AT, KONG_STANDIN_PG_BUSY: stop, pause,
+//                          stall or slow down the worker at a named point (see the top of worker.mjs)
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -81,7 +83,7 @@ if (cmd === 'version') {
   process.stdout.write(selected.version + '\n');
   process.exit(0);
 }
-if (!((cmd === 'migrations' && ['list', 'bootstrap', 'up', 'finish'].includes(sub)) || cmd === 'start')) die(`unknown command: ${argv.join(' ')}`);
+if (!((cmd === 'migrations' && ['list', 'bootstrap', 'up', 'finish', 'reset'].includes(sub)) || cmd === 'start')) die(`unknown command: ${argv.join(' ')}`);
 
 const { prefix, created } = preparePrefix(loadConf());
 const child = spawn('sh', [path.join(here, 'chain.sh'), '3', ...argv], {

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { childEnv, LISTENERS_OFF, parseList, readStepOutput } from '../../src/kong/cli.js';
+import { childEnv, kongError, LISTENERS_OFF, parseList, readStepOutput } from '../../src/kong/cli.js';
 import { classifyStep, planOrRefuse, retryDelay, type SchemaState } from '../../src/engine/plan.js';
 import { FIXTURES } from '../helpers/harness.js';
 
@@ -29,12 +29,20 @@ describe('readStepOutput: Kong\'s words as facts', () => {
   it('22: a concurrent `up` loser that found pending migrations: no race fact', () => {
     expect(readStepOutput(rec('22-concurrent-up.loser-exit1'))).toEqual({ notLeader: false, lockWaitTimedOut: false, raceError: false });
   });
-  it("`up` that gave up waiting for Kong's lock row", () => {
-    expect(readStepOutput({ stdout: '', stderr: 'Error: [PostgreSQL error] timeout\n\n  Run with --v (verbose) or --vv (debug) for more details\n' }).lockWaitTimedOut).toBe(true);
+  it("30/33: `up` that gave up waiting for another Kong's lock row (real stderr)", () => {
+    expect(readStepOutput(rec('30-new-foreignlock.up-exit1'))).toEqual({ notLeader: false, lockWaitTimedOut: true, raceError: false });
+    expect(readStepOutput(rec('33-new-foreignlock.up-lock-timeout-5'))).toEqual({ notLeader: false, lockWaitTimedOut: true, raceError: false });
+  });
+  it('30/31: `up` that waited until the row went, `finish` on a taken row: aborted (exit 0)', () => {
+    expect(readStepOutput(rec('30-new-foreignlock.up')).notLeader).toBe(true);
+    expect(readStepOutput(rec('31-pending-foreignlock.finish')).notLeader).toBe(true);
+  });
+  it('34: a migration that timed out is no lock-wait timeout (Kong wraps it and prints a traceback)', () => {
+    expect(readStepOutput(rec('34-new-stalled-mid-migration.up'))).toEqual({ notLeader: false, lockWaitTimedOut: false, raceError: false });
   });
 });
 
-describe('classifyStep (recorded runs 21, 22, 23)', () => {
+describe('classifyStep (recorded runs 21-23, 30-37)', () => {
   const step = (name: string, before: SchemaState, after: SchemaState, kongLockHeld = false) => {
     const r = rec(name);
     return classifyStep({ exitCode: r.exitCode, facts: readStepOutput(r), before, after, kongLockHeld });
@@ -58,17 +66,29 @@ describe('classifyStep (recorded runs 21, 22, 23)', () => {
     expect(classifyStep({ exitCode: 0, facts: { notLeader: false, lockWaitTimedOut: false, raceError: false }, before: fresh, after: pending, kongLockHeld: false })).toBe('progressed');
     expect(classifyStep({ exitCode: 0, facts: { notLeader: false, lockWaitTimedOut: false, raceError: false }, before: fresh, after: fresh, kongLockHeld: false })).toBe('stuck');
   });
-  it("a lock-wait timeout counts as aborted only while Kong's lock row is there", () => {
-    const facts = { notLeader: false, lockWaitTimedOut: true, raceError: false };
-    expect(classifyStep({ exitCode: 1, facts, before: fresh, after: fresh, kongLockHeld: true })).toBe('aborted');
-    expect(classifyStep({ exitCode: 1, facts, before: fresh, after: fresh, kongLockHeld: false })).toBe('failed');
+  it("30: `up`'s lock-wait timeout is aborted (retry) whether or not the row is still there when we look (its holder may have just deleted it)", () => {
+    expect(step('30-new-foreignlock.up-exit1', fresh, fresh, true)).toBe('aborted');
+    expect(step('30-new-foreignlock.up-exit1', fresh, fresh, false)).toBe('aborted');
+  });
+  it('31: finish aborted on a taken row → aborted; 35: the loser that found nothing pending → progressed', () => {
+    expect(step('31-pending-foreignlock.finish', pending, pending, true)).toBe('aborted');
+    expect(step('35-concurrent-finish.loser-nopending', pending, current)).toBe('progressed');
+  });
+  it('34 (stalled mid-migration), 37 (no locks table): failed, and the message is Kong\'s Error line, not its traceback', () => {
+    expect(step('34-new-stalled-mid-migration.up', fresh, fresh)).toBe('failed');
+    expect(kongError(rec('34-new-stalled-mid-migration.up').stderr)).toMatch(/^Error: \[PostgreSQL error\] failed to run migration '023_360_to_370' up: /);
+    expect(kongError(rec('34-new-stalled-mid-migration.up').stderr)).not.toMatch(/stack traceback|cluster_mutex/);
+    const noLocks = list('37-bootstrap-killed-no-locks-table.04-list');
+    expect(step('37-bootstrap-killed-no-locks-table.05-up', noLocks, noLocks)).toBe('failed');
+    expect(kongError(rec('37-bootstrap-killed-no-locks-table.05-up').stderr)).toBe('Error: [PostgreSQL error] failed to insert cluster lock: ERROR: relation "locks" does not exist (22)');
   });
 });
 
 describe('retryDelay', () => {
-  it("waits out Kong's lock row (plus 250 ms, at most 30 s)", () => {
+  it("waits out Kong's lock row (plus 250 ms, at most 65 s: a dead Kong's row lives 60 s)", () => {
     expect(retryDelay(1200, 1)).toBe(1450);
-    expect(retryDelay(120_000, 1)).toBe(30_000);
+    expect(retryDelay(59_800, 1)).toBe(60_050);
+    expect(retryDelay(120_000, 1)).toBe(65_000);
   });
   it('otherwise a jittered backoff from 500 ms, capped at 5 s, never under 250 ms', () => {
     expect([1, 2, 3, 4, 5, 9].map((n) => retryDelay(undefined, n, () => 0.999999))).toEqual([499, 999, 1999, 3999, 4999, 4999]);
