@@ -3,9 +3,11 @@
  * never leaves by itself is repaired; every other one is completed by following `list`. Real
  * Postgres, real processes, the Kong 3.7.1 stand-in (which reproduces each recorded state).
  */
+import path from 'node:path';
+import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { KONG_SQL } from './kong-standin/catalog.mjs';
-import { createDb, kongQuery, listCode, readStatus, runCli, runKong, type TestDb } from './helpers/harness.js';
+import { createDb, kongQuery, listCode, readStatus, runCli, runKong, seedKong, STANDIN_BIN, type TestDb } from './helpers/harness.js';
 
 /** 37-bootstrap-killed-no-locks-table: Kong's schema_meta, empty, and no `locks` table. */
 async function schemaMetaWithoutLocks(): Promise<TestDb> {
@@ -66,4 +68,45 @@ describe('repairs of what a killed Kong leaves (real Postgres; Kong: the 3.7.1 s
     expect(r.stderr).toMatch(/never bootstrap --force or reset/);
     expect(await locksTable(db)).toBeNull();
   });
+
+  /**
+   * Kong killed at the points runs 37/38 name (KONG_STANDIN_KILL_AT SIGKILLs the whole chain there,
+   * as `kill -9 -PGID` did): the next `migrate` completes (exit 0, a state kong start accepts), and
+   * `finish` after it reaches `list` 0. The dead Kong's lock row costs nothing (no other session).
+   */
+  const KILLS: Array<[string, 'empty' | 'new', string, number, number]> = [
+    // [kong command, database, kill point, `list` right after the kill (the recorded state), `list` after migrate:
+    //  0 where nothing was ever recorded (no Kong can have started: finished in the same run), 4 where
+    //  teardowns wait for finish after the rollout, as --finish=auto wants]
+    ['bootstrap', 'empty', 'start', 3, 0],
+    ['bootstrap', 'empty', 'schema', 3, 0],
+    ['bootstrap', 'empty', 'locks-table', 5, 0],
+    ['bootstrap', 'empty', 'locked', 5, 0],
+    ['bootstrap', 'empty', 'record:core/000_base', 5, 0],
+    ['bootstrap', 'empty', 'up:core/018_310_to_320', 5, 4],
+    ['bootstrap', 'empty', 'record-teardown:core/009_200_to_210', 4, 4],
+    ['bootstrap', 'empty', 'unlock', 0, 0],
+    ['up', 'new', 'start', 5, 4],
+    ['up', 'new', 'locked', 5, 4],
+    ['up', 'new', 'record:core/023_360_to_370', 5, 4],
+    ['up', 'new', 'up:ai-proxy/001_360_to_370', 5, 4],
+    ['up', 'new', 'unlock', 4, 4],
+  ];
+  for (const [cmd, shape, point, listAfterKill, listAfterMigrate] of KILLS) {
+    it.concurrent(`kong migrations ${cmd} killed at ${point}: list ${listAfterKill}; then migrate exits 0 (list ${listAfterMigrate}), finish reaches list 0`, async () => {
+      const db = await createDb();
+      if (shape === 'new') await seedKong(db, 'new');
+      // in a process group of its own, as kong-db-init runs it: the kill takes the whole chain
+      const killed = await execa(path.join(STANDIN_BIN, 'kong'), ['migrations', cmd], { env: db.env({ KONG_STANDIN_KILL_AT: point }), extendEnv: false, reject: false, detached: true });
+      expect(killed.signal, String(killed.stderr)).toBe('SIGKILL');
+      expect(await listCode(db)).toBe(listAfterKill);
+      const m = await runCli(['migrate'], db.env());
+      expect(m.exitCode, m.stderr).toBe(0);
+      expect(await listCode(db)).toBe(listAfterMigrate);
+      expect(m.stderr).not.toMatch(/aborted by Kong's own lock/); // a dead row is cleared, not waited out
+      const f = await runCli(['finish', '--rollout=skip'], db.env());
+      expect(f.exitCode, f.stderr).toBe(0);
+      expect(await listCode(db)).toBe(0);
+    });
+  }
 });
