@@ -9,8 +9,8 @@ import { flagHelp } from './commands/flags.js';
 import { COMMANDS, OPTIONS, parseSettings, type Command, type Settings } from './commands/options.js';
 import type { RunContext } from './engine/run.js';
 import { ExitCode, exitCodeSummary, isInitError } from './errors.js';
-import { inClusterAccess } from './kube/client.js';
-import { loadKongConfig, type Env } from './kong/config.js';
+import { inClusterAccess, type KubeAccess } from './kube/client.js';
+import { type Env, type KongPg, loadKongConfig } from './kong/config.js';
 import { realFiles } from './kong/files.js';
 import { killTrackedGroups } from './kong/process-group.js';
 import { addSecret, createLogger, redact, type Logger } from './report/log.js';
@@ -101,8 +101,8 @@ async function ownParser(argv: string[], env: Env): Promise<number | undefined> 
 async function runDbCommand(settings: Settings, env: Env): Promise<number> {
   const log = createLogger({ format: settings.logFormat, verbose: settings.verbose });
   addSecret(env.KONG_PG_PASSWORD);
-  let kong;
-  let kube;
+  let kong: KongPg;
+  let kube: KubeAccess | undefined;
   try {
     kong = loadKongConfig(env, settings.conf, realFiles);
     addSecret(kong.password);

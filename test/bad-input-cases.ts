@@ -14,7 +14,7 @@ export interface BadInput {
   args: string[];
   env?: (db: TestDb) => Record<string, string>;
   /** Prepare files or state; may return extra env. */
-  setup?: (db: TestDb) => Promise<Record<string, string> | void> | Record<string, string> | void;
+  setup?: (db: TestDb) => Promise<Record<string, string> | undefined> | Record<string, string> | undefined;
   code: number;
   /** The message must match this; it names what to fix. */
   message: RegExp;
@@ -71,7 +71,7 @@ export const CASES: BadInput[] = [
   { id: 'kong-not-executable', input: 'the Kong executable is not executable', args: ['migrate'], setup: (db) => ({ KONG_DB_INIT_KONG_BIN: file(db, 'kong', '#!/bin/sh\n', 0o644) }), code: 2, message: /Kong executable ".*" is not executable \(EACCES\)/, fix: 'fix permissions or --kong-bin' },
   { id: 'kong-not-kong', input: '--kong-bin points at something that is not Kong', args: ['migrate', '--kong-bin', '/bin/false'], code: 14, message: /`kong migrations list` exited 1/, fix: 'point --kong-bin at the kong CLI' },
   { id: 'kong-migration-error', input: 'Kong fails with a migration error', args: ['migrate'], env: () => ({ KONG_STANDIN_FAIL: 'core/000_base' }), code: 14, message: /kong migrations bootstrap exited 1 and the schema is now "new": Error: \[PostgreSQL error\] .*failed to run migration '000_base' up/, fix: "read Kong's error" },
-  { id: 'finish-never-refused', input: '--finish=never when pending migrations block new ones', args: ['migrate', '--finish', 'never'], setup: async (db) => { const { seed } = await import('./helpers/harness.js'); await seed(db, 'pending+new'); }, code: 2, message: /--finish=never forbids it: run `kong migrations finish`/, fix: 'run finish after the rollout, or --finish=auto' },
+  { id: 'finish-never-refused', input: '--finish=never when pending migrations block new ones', args: ['migrate', '--finish', 'never'], setup: async (db) => { const { seed } = await import('./helpers/harness.js'); await seed(db, 'pending+new'); return undefined; }, code: 2, message: /--finish=never forbids it: run `kong migrations finish`/, fix: 'run finish after the rollout, or --finish=auto' },
 ];
 
 export function renderErrorsDoc(): string {

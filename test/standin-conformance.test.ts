@@ -411,14 +411,14 @@ function noteDbs(notes: string): NoteDb[] {
     if (!sm) throw new Error(`notes: no schema_meta line after "${lines[i]}"`);
     if (sm[1] !== undefined) {
       d.schemaMeta = [];
-      for (let m; (m = /^ {2}schema_meta \| (\S+) \| (\S+) \| (\S+)$/.exec(lines[j] ?? '')); j++) d.schemaMeta.push([m[1]!, m[2]!, m[3]!]);
+      for (let m: RegExpExecArray | null; (m = /^ {2}schema_meta \| (\S+) \| (\S+) \| (\S+)$/.exec(lines[j] ?? '')); j++) d.schemaMeta.push([m[1]!, m[2]!, m[3]!]);
       if (d.schemaMeta.length !== Number(sm[1])) throw new Error(`notes: ${sm[1]} schema_meta rows announced, ${d.schemaMeta.length} listed`);
     }
     const lk = /^locks: (?:table does not exist|(\d+) rows)/.exec(lines[j++] ?? '');
     if (!lk) throw new Error(`notes: no locks line after "${lines[i]}"`);
     if (lk[1] !== undefined) {
       d.locks = [];
-      for (let m; (m = /^ {2}(\S+) \| (\S+) \| .+ UTC \| (-?[\d.]+)$/.exec(lines[j] ?? '')); j++) d.locks.push({ key: m[1]!, owner: m[2]!, secs: Number(m[3]) });
+      for (let m: RegExpExecArray | null; (m = /^ {2}(\S+) \| (\S+) \| .+ UTC \| (-?[\d.]+)$/.exec(lines[j] ?? '')); j++) d.locks.push({ key: m[1]!, owner: m[2]!, secs: Number(m[3]) });
       if (d.locks.length !== Number(lk[1])) throw new Error(`notes: ${lk[1]} locks rows announced, ${d.locks.length} listed`);
     }
     res.push(d);
@@ -439,7 +439,7 @@ function noteDb(r: Rec, heading: RegExp): NoteDb {
  */
 async function expectDb(e: ExpectStatic, db: TestDb, want: NoteDb, owners: Map<string, string>, label: string, checkTtl = true): Promise<void> {
   const got = await kongSnapshot(db);
-  e.soft(got.schemaMeta && got.schemaMeta.map((r) => [r.subsystem, r.executed, r.pending]).sort(), `${label}: schema_meta rows`).toEqual(
+  e.soft(got.schemaMeta?.map((r) => [r.subsystem, r.executed, r.pending]).sort(), `${label}: schema_meta rows`).toEqual(
     want.schemaMeta && [...want.schemaMeta].sort(),
   );
   e.soft(got.locks === null, `${label}: no locks table`).toBe(want.locks === null);

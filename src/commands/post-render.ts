@@ -1,7 +1,7 @@
 /** `kong-db-init post-render`: the I/O edge of the Helm post-renderer (stdin → stdout). */
 import fs from 'node:fs';
 import path from 'node:path';
-import { defaultErrorFile, flagHelp, parseRenderArgs } from '../render/args.js';
+import { defaultErrorFile, flagHelp, parseRenderArgs, type RenderArgs } from '../render/args.js';
 import { finishInjection } from '../render/finish-sidecar.js';
 import { RENDER_EXIT, RenderError } from '../render/errors.js';
 import { scrubSecretValues } from '../render/secrets.js';
@@ -124,7 +124,7 @@ export async function writeOut(text: string): Promise<void> {
 }
 
 export async function postRenderMain(argv: string[], env: Record<string, string | undefined>): Promise<number> {
-  let opts;
+  let opts: RenderArgs;
   try {
     opts = parseRenderArgs('post-render', argv, env);
   } catch (e) {

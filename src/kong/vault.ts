@@ -28,7 +28,7 @@ export function isReference(value: string | undefined): value is string {
   return typeof value === 'string' && value.startsWith('{vault://') && value.endsWith('}');
 }
 
-function unescape(s: string): string {
+function unescapeValue(s: string): string {
   try {
     return decodeURIComponent(s.replace(/\+/g, ' '));
   } catch {
@@ -53,18 +53,18 @@ export function parseReference(ref: string, setting: string): VaultReference {
   const parts = path.slice(1).split('/');
   let resource: string;
   let key: string | undefined;
-  if (parts.length === 1) resource = unescape(parts[0]!);
+  if (parts.length === 1) resource = unescapeValue(parts[0]!);
   else {
-    resource = unescape(parts.slice(0, -1).join('/'));
+    resource = unescapeValue(parts.slice(0, -1).join('/'));
     const last = parts[parts.length - 1]!;
-    if (last !== '') key = unescape(last);
+    if (last !== '') key = unescapeValue(last);
   }
   if (resource === '') throw bad('the reference has an empty resource');
   const config: Record<string, string> = {};
   for (const pair of (query ?? '').split('&')) {
     if (pair === '') continue;
     const eq = pair.indexOf('=');
-    config[unescape(eq < 0 ? pair : pair.slice(0, eq))] = eq < 0 ? '' : unescape(pair.slice(eq + 1));
+    config[unescapeValue(eq < 0 ? pair : pair.slice(0, eq))] = eq < 0 ? '' : unescapeValue(pair.slice(eq + 1));
   }
   return { name, resource, key, config, version };
 }

@@ -35,6 +35,7 @@ export function defaultErrorFile(env: Record<string, string | undefined> = proce
   const tmp = env.TMPDIR ? env.TMPDIR.replace(/(.)\/+$/, '$1') : os.tmpdir();
   return path.join(tmp, `kong-db-init-${process.getuid?.() ?? 'user'}`, 'post-render.err');
 }
+// biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expression, shown in --help as it is
 export const ERROR_FILE_HELP = '${TMPDIR:-/tmp}/kong-db-init-$UID/post-render.err';
 
 function parseKv(v: string, flag: string): Record<string, string> {

@@ -9,7 +9,7 @@ import { isMap, parse, parseDocument, stringify, type YAMLMap } from 'yaml';
 import { binVolume, BIN_VOLUME, OURS, ourInitContainers } from './containers.js';
 import { RENDER_EXIT, RenderError } from './errors.js';
 import { parseStream, planRelease, type RenderOptions } from './transform.js';
-import { finishAdditions, FinishRenderError, FINISH_CONTAINER, TOKEN_VOLUME, type FinishRenderOptions } from './finish-sidecar.js';
+import { type FinishAdditions, finishAdditions, FinishRenderError, FINISH_CONTAINER, TOKEN_VOLUME, type FinishRenderOptions } from './finish-sidecar.js';
 import { chartEnvKey, literalSecrets, secretLikeName } from './secrets.js';
 import { CHART_INIT_CONTAINERS, get, meta, nameOf, podSeccomp, seqItems, VAULT_INIT_FIRST } from './workload.js';
 
@@ -145,7 +145,7 @@ function addFinish(overlay: Obj, workload: Obj, o: RenderOptions & { finishOptio
   const ps = w.spec.template.spec;
   ps.containers = ps.containers.filter((c) => c.name !== FINISH_CONTAINER);
   ps.volumes = (ps.volumes ?? []).filter((v) => v.name !== TOKEN_VOLUME);
-  let add;
+  let add: FinishAdditions;
   try {
     add = finishAdditions(w, { ...o.finishOptions, allInOne: o.allInOne, pullPolicy: o.pullPolicy });
   } catch (e) {

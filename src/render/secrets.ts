@@ -39,7 +39,9 @@ export function literalSecrets(data: unknown): LiteralSecret[] {
   const out: LiteralSecret[] = [];
   const walk = (n: unknown, at: string): void => {
     if (Array.isArray(n)) {
-      n.forEach((x, i) => walk(x, `${at}[${typeof (x as Obj)?.name === 'string' ? (x as Obj).name : i}]`));
+      n.forEach((x, i) => {
+        walk(x, `${at}[${typeof (x as Obj)?.name === 'string' ? (x as Obj).name : i}]`);
+      });
       return;
     }
     if (!n || typeof n !== 'object') return;

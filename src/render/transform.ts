@@ -6,7 +6,7 @@
  * documents are re-serialized as YAML 1.1 with their comments, quoting and `0755` octals kept.
  * Each injection is a small function of its own (`injectInitContainers`, `setVaultInitFirst`).
  */
-import { isSeq, YAMLMap, YAMLSeq, type Document } from 'yaml';
+import { isSeq, type YAMLMap, YAMLSeq, type Document } from 'yaml';
 import { binVolume, BIN_VOLUME, FINISH_CONTAINER, toolContainer, MIGRATE_CONTAINER, ourInitContainers, type ContainerOptions } from './containers.js';
 import { RENDER_EXIT, RenderError } from './errors.js';
 import { needsParse, parseChunk, quickKind, quickMigrationJob, splitStream, type Chunk, type JobRole } from './stream.js';

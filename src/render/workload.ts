@@ -3,7 +3,7 @@
  * workload, one of the chart's migration Jobs) and the pod-level facts the injection depends on
  * (service mesh, Vault agent, seccomp). Pure; nothing here edits a document.
  */
-import { isMap, isScalar, isSeq, type Document, YAMLMap } from 'yaml';
+import { isMap, isScalar, isSeq, type Document, type YAMLMap } from 'yaml';
 import { RUNS_KONG_MIGRATIONS, type JobRole } from './stream.js';
 
 export const WAIT_CONTAINER = 'wait-for-db';

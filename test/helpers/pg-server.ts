@@ -41,7 +41,7 @@ async function removeScratchDirs(): Promise<void> {
   const c = new Pg.Client({ host: '127.0.0.1', port: opts.port, user: 'postgres', password: opts.password, database: 'postgres', connectionTimeoutMillis: 5000 });
   try {
     await c.connect();
-    const r = await c.query<{ datname: string }>(String.raw`SELECT datname FROM pg_database WHERE datname ~ '^kong_[0-9a-f]{10}$'`);
+    const r = await c.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname ~ '^kong_[0-9a-f]{10}$'`);
     const ids = new Set(r.rows.map((row) => row.datname.slice('kong_'.length)));
     for (const name of fs.readdirSync(os.tmpdir())) {
       const id = /^kdi-([0-9a-f]{10})-/.exec(name)?.[1];

@@ -265,7 +265,7 @@ function connErr(e) {
 /** pgmoon's text for an error PostgreSQL returned: "SEVERITY: message (position)\ndetail". */
 function pgErr(e) {
   if (e instanceof PgTimeout || e instanceof KongError) return e.message;
-  if (!e || !e.severity) return String(e && e.message ? e.message : e);
+  if (!e?.severity) return String(e?.message ? e.message : e);
   return `${e.severity}: ${e.message}${e.position ? ` (${e.position})` : ''}${e.detail ? `\n${e.detail}` : ''}`;
 }
 
@@ -803,6 +803,6 @@ main().then(
   },
   (e) => {
     if (e instanceof KongError) die(e.message);
-    die(String(e && e.stack ? e.stack : e));
+    die(String(e?.stack ? e.stack : e));
   },
 );

@@ -17,7 +17,7 @@ function sources(dir = SRC): string[] {
 }
 
 /** Runtime imports of a file (not `import type`), resolved to files under src/. */
-export function runtimeImports(file: string, text: string): string[] {
+function runtimeImports(file: string, text: string): string[] {
   const out: string[] = [];
   for (const m of text.matchAll(/^import\s+(?!type\b)[^;]*?from\s+'(\.[^']+)';/gms)) out.push(m[1]!);
   for (const m of text.matchAll(/import\(\s*'(\.[^']+)'\s*\)/g)) out.push(m[1]!);
@@ -25,7 +25,7 @@ export function runtimeImports(file: string, text: string): string[] {
 }
 
 /** One cycle in a directed graph, or undefined. */
-export function findCycle(graph: Map<string, string[]>): string[] | undefined {
+function findCycle(graph: Map<string, string[]>): string[] | undefined {
   const state = new Map<string, 'open' | 'done'>();
   const stack: string[] = [];
   const visit = (n: string): string[] | undefined => {

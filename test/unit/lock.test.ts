@@ -36,7 +36,11 @@ describe('acquire', () => {
   it("asks the caller when the holder let go; 'not-needed' ends the wait without the lock", async () => {
     const { lock } = fake([{ got: false, holder: null }]);
     let asked = 0;
-    expect(await acquire(lock, { timeoutMs: 60_000, onHolderGone: async () => (asked++, 'not-needed') })).toBe('not-needed');
+    expect(await acquire(lock, { timeoutMs: 60_000, onHolderGone: async () => {
+          asked++;
+          return 'not-needed';
+        },
+      })).toBe('not-needed');
     expect(asked).toBe(1);
   });
   it('times out with LOCK_TIMEOUT naming the holder and the fix', async () => {
