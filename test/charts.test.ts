@@ -390,7 +390,7 @@ describe('7. image, pull policy, resources, service mesh, Vault, help', () => {
   it('service mesh without native sidecars: refuses with what to set; native sidecars, an excluded Postgres port or --mesh-ready let it through', () => {
     const input = render('3.4.1-mesh-istio');
     expect(() => postRender(input, base)).toThrow(/Istio is injected \(label sidecar.istio.io\/inject=true\).*sidecar.istio.io\/nativeSidecar: "true".*traffic.sidecar.istio.io\/excludeOutboundPorts: "5432".*--mesh-ready/);
-    const native = input.replace(/(    metadata:\n      annotations:\n)/, '$1        sidecar.istio.io/nativeSidecar: "true"\n');
+    const native = input.replace(/( {4}metadata:\n {6}annotations:\n)/, '$1        sidecar.istio.io/nativeSidecar: "true"\n');
     expect(native).not.toBe(input);
     for (const [i, o] of [[native, base], [input, { ...base, meshReady: true }]] as const) {
       const out = postRender(i, o).output;
