@@ -439,7 +439,7 @@ function noteDb(r: Rec, heading: RegExp): NoteDb {
  */
 async function expectDb(e: ExpectStatic, db: TestDb, want: NoteDb, owners: Map<string, string>, label: string, checkTtl = true): Promise<void> {
   const got = await kongSnapshot(db);
-  e.soft(got.schemaMeta?.map((r) => [r.subsystem, r.executed, r.pending]).sort(), `${label}: schema_meta rows`).toEqual(
+  e.soft(got.schemaMeta === null ? null : got.schemaMeta.map((r) => [r.subsystem, r.executed, r.pending]).sort(), `${label}: schema_meta rows`).toEqual(
     want.schemaMeta && [...want.schemaMeta].sort(),
   );
   e.soft(got.locks === null, `${label}: no locks table`).toBe(want.locks === null);

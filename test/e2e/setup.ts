@@ -1,6 +1,6 @@
 /**
  * Global setup of the e2e suite: find the cluster (.ci/k8s.sh up), helm 3 and 4, and the images;
- * import missing images from Docker; build the program and the test-only finish stage.
+ * import from Docker every image the cluster lacks or holds an older build of; build the program.
  * Where the machine cannot run the suite it is skipped with one reason, except when CI=true or
  * KDI_REQUIRE_K8S=1: then the setup fails.
  */
@@ -30,25 +30,47 @@ function problem(): string | undefined {
   process.env.KDI_E2E_HELM3 = helm.v3;
   process.env.KDI_E2E_HELM4 = helm.v4;
   const sock = path.join(CACHE, 'k8s/run/containerd/containerd.sock');
-  let have: string;
+  const ref = (i: string) => `docker.io/${i.includes('/') ? '' : 'library/'}${i}`;
+  let have: Map<string, string>; // image ref -> manifest digest
   try {
-    have = run('ctr', ['-a', sock, '-n', 'k8s.io', 'images', 'ls', '-q']);
+    have = new Map(
+      run('ctr', ['-a', sock, '-n', 'k8s.io', 'images', 'ls'])
+        .split('\n')
+        .slice(1)
+        .map((l) => l.split(/\s+/))
+        .filter((f) => f.length > 2)
+        .map((f) => [f[0]!, f[2]!]),
+    );
   } catch (e) {
     return `cannot list the images of the cluster's containerd at ${sock} (run as root): ${(e as Error).message.split('\n')[0]}`;
   }
-  const inDocker = (i: string) => {
+  /** Docker's image ID (the digest of its config), undefined when Docker lacks the image. */
+  const dockerId = (i: string) => {
     try {
-      run('docker', ['image', 'inspect', i]);
-      return true;
+      return run('docker', ['image', 'inspect', '-f', '{{.Id}}', i]).trim();
     } catch {
-      return false;
+      return undefined;
     }
   };
-  const missing = IMAGES.filter((i) => !have.includes(`docker.io/${i.includes('/') ? '' : 'library/'}${i}`));
-  const notInDocker = missing.filter((i) => !inDocker(i));
+  /** The config digest of the cluster's copy (the same ID when it was imported from that Docker image). */
+  const clusterId = (i: string) => {
+    const manifest = have.get(ref(i));
+    if (!manifest) return undefined;
+    try {
+      return (JSON.parse(run('ctr', ['-a', sock, '-n', 'k8s.io', 'content', 'get', manifest])) as { config?: { digest?: string } }).config?.digest;
+    } catch {
+      return undefined;
+    }
+  };
+  const missing = IMAGES.filter((i) => !have.has(ref(i)));
+  const notInDocker = missing.filter((i) => !dockerId(i));
   if (notInDocker.length) return `images missing from Docker and the cluster: ${notInDocker.join(', ')} (run .ci/docker.sh up)`;
-  // our image follows the source (the finish sidecar runs the program it installs): refresh it when Docker has it
-  const refresh = missing.includes('kong-db-init:ci') || !inDocker('kong-db-init:ci') ? missing : [...missing, 'kong-db-init:ci'];
+  // the images follow the source (ours: the program the pods run; the stand-ins: test/kong-standin):
+  // import every one whose Docker build differs from the cluster's copy
+  const refresh = IMAGES.filter((i) => {
+    const id = dockerId(i);
+    return id !== undefined && id !== clusterId(i);
+  });
   if (refresh.length) execFileSync(path.join(ROOT, '.ci/k8s.sh'), ['import', ...refresh], { stdio: 'inherit' });
   return undefined;
 }

@@ -20,10 +20,6 @@
 {{- end }}
 - name: KONG_PREFIX
   value: /kong_prefix/
-{{- if .Values.standinDelayMs }}
-- name: KONG_STANDIN_DELAY_MS
-  value: {{ .Values.standinDelayMs | quote }}
-{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
