@@ -42,7 +42,16 @@ export async function idleBench(): Promise<IdleRow> {
     let err = '';
     sidecar.stderr?.on('data', (d: Buffer) => (err += d.toString()));
     await until(() => /finish: done; idling|nothing pending|kong migrations finish done/.test(err), 60_000, 'finish to be done');
-    await until(() => !fs.readFileSync(`/proc/${sidecar.pid}/task/${sidecar.pid}/children`, 'utf8').trim().split(/\s+/).some((p) => p && fs.readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'node'), 30_000, 'node to exit');
+    await until(
+      () =>
+        !fs
+          .readFileSync(`/proc/${sidecar.pid}/task/${sidecar.pid}/children`, 'utf8')
+          .trim()
+          .split(/\s+/)
+          .some((p) => p && fs.readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'node'),
+      30_000,
+      'node to exit',
+    );
     await new Promise((r) => setTimeout(r, 500));
     const sidecarKb = treeRssKb(sidecar.pid!);
     sidecar.kill('SIGTERM');

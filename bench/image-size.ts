@@ -75,7 +75,16 @@ async function goGzip(dir: string): Promise<string | undefined> {
 
 async function zlibBytes(file: string): Promise<number> {
   let n = 0;
-  await pipeline(fs.createReadStream(file), zlib.createGzip({ level: 6 }), new Writable({ write(c: Buffer, _e, cb) { n += c.length; cb(); } }));
+  await pipeline(
+    fs.createReadStream(file),
+    zlib.createGzip({ level: 6 }),
+    new Writable({
+      write(c: Buffer, _e, cb) {
+        n += c.length;
+        cb();
+      },
+    }),
+  );
   return n;
 }
 
@@ -152,7 +161,11 @@ export async function pushedSize(image: string, opts: { base?: string; nodeBasel
     const ids = JSON.parse((await inspect(image, '{{json .RootFS.Layers}}')) ?? '[]') as string[];
     const layers = files.map((f, i) => {
       const h = steps.length === files.length ? steps[i] : undefined;
-      const createdBy = (h?.created_by || h?.comment || '?').replace(/^\/bin\/sh -c #\(nop\)\s*/, '').replace(/\b(dir|file):[0-9a-f]{64}/g, '$1').replace(/\s+/g, ' ').trim();
+      const createdBy = (h?.created_by || h?.comment || '?')
+        .replace(/^\/bin\/sh -c #\(nop\)\s*/, '')
+        .replace(/\b(dir|file):[0-9a-f]{64}/g, '$1')
+        .replace(/\s+/g, ' ')
+        .trim();
       return { createdBy, fromBase: baseLayers.has(ids[i] ?? ''), raw: fs.statSync(f).size, pushed: pushed[i]! };
     });
     const configBytes = fs.statSync(configFile).size;
@@ -192,7 +205,10 @@ export async function imageSizeSection(s?: ImageSizes | string): Promise<string[
   s ??= await imageSizeBench();
   const out = ['## 5. Image size', ''];
   if (typeof s === 'string') return [...out, s];
-  out.push(`\`${s.image}\` built by \`.ci/docker.sh up\` from the Dockerfile (its base: \`${BASE}\`, stand-in for gcr.io/distroless/static-debian12:nonroot, plus glibc).`, '');
+  out.push(
+    `\`${s.image}\` built by \`.ci/docker.sh up\` from the Dockerfile (its base: \`${BASE}\`, stand-in for gcr.io/distroless/static-debian12:nonroot, plus glibc).`,
+    '',
+  );
   out.push(`| image uncompressed | image as pushed (target ≤ ${TARGET_MB} MB, kept ≤ ${LIMIT_MB} MB) |`);
   out.push('|---|---|');
   out.push(`| ${mb(s.rawBytes)} MB | ${mb(s.pushedBytes, 2)} MB |`);
@@ -212,7 +228,12 @@ export async function imageSizeSection(s?: ImageSizes | string): Promise<string[
     out.push(`| ratio ours / baseline | ${(s.nodeOurs.raw / s.nodeShipped.raw).toFixed(2)} | ${(s.nodeOurs.pushed / s.nodeShipped.pushed).toFixed(2)} |`);
     out.push('');
   }
-  const verdict = s.pushedBytes <= LIMIT_MB * 1e6 ? `Within the target, ${mb(TARGET_MB * 1e6 - s.pushedBytes, 2)} MB below it` : s.pushedBytes <= TARGET_MB * 1e6 ? `Within the target but over the ${LIMIT_MB} MB kept` : 'Over the target';
+  const verdict =
+    s.pushedBytes <= LIMIT_MB * 1e6
+      ? `Within the target, ${mb(TARGET_MB * 1e6 - s.pushedBytes, 2)} MB below it`
+      : s.pushedBytes <= TARGET_MB * 1e6
+        ? `Within the target but over the ${LIMIT_MB} MB kept`
+        : 'Over the target';
   out.push(`MB = 10⁶ bytes. As pushed: ${how(s.tool)}. ${verdict}.`);
   return out;
 }

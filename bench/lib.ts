@@ -29,7 +29,9 @@ function countingKong(db: TestDb): string {
   const f = path.join(dir, 'kong');
   if (!fs.existsSync(f)) {
     fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(f, `#!/bin/sh\nprintf '%s %s\\n' "$(date +%s%3N)" "$*" >> "$KDI_BENCH_KONG_LOG"\nexec '${kongBin().replace(/'/g, `'\\''`)}' "$@"\n`, { mode: 0o755 });
+    fs.writeFileSync(f, `#!/bin/sh\nprintf '%s %s\\n' "$(date +%s%3N)" "$*" >> "$KDI_BENCH_KONG_LOG"\nexec '${kongBin().replace(/'/g, `'\\''`)}' "$@"\n`, {
+      mode: 0o755,
+    });
   }
   return dir;
 }
@@ -50,14 +52,21 @@ export function podEnv(db: TestDb, pod: number, extra: Record<string, string> = 
 export function kongStarts(db: TestDb, pod: number): Array<{ t: number; args: string }> {
   const f = path.join(db.dir, `pod-${pod}.kong`);
   if (!fs.existsSync(f)) return [];
-  return fs.readFileSync(f, 'utf8').trim().split('\n').filter(Boolean).map((l) => {
-    const i = l.indexOf(' ');
-    return { t: Number(l.slice(0, i)), args: l.slice(i + 1) };
-  });
+  return fs
+    .readFileSync(f, 'utf8')
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const i = l.indexOf(' ');
+      return { t: Number(l.slice(0, i)), args: l.slice(i + 1) };
+    });
 }
 
 export function firstKongEventAt(db: TestDb, pod: number, notBefore = 0): number | undefined {
-  const ts = kongStarts(db, pod).map((e) => e.t).filter((t) => t >= notBefore);
+  const ts = kongStarts(db, pod)
+    .map((e) => e.t)
+    .filter((t) => t >= notBefore);
   return ts.length ? Math.min(...ts) : undefined;
 }
 

@@ -18,7 +18,12 @@ async function killedUp(): Promise<ReturnType<typeof podEnv>> {
   const db = await createDb();
   await seedKong(db, 'new');
   const env = podEnv(db, 0);
-  const k = await execa(path.join(STANDIN_BIN, 'kong'), ['migrations', 'up'], { env: { ...env, KONG_STANDIN_KILL_AT: 'locked' }, extendEnv: false, reject: false, detached: true });
+  const k = await execa(path.join(STANDIN_BIN, 'kong'), ['migrations', 'up'], {
+    env: { ...env, KONG_STANDIN_KILL_AT: 'locked' },
+    extendEnv: false,
+    reject: false,
+    detached: true,
+  });
   if (k.signal !== 'SIGKILL') throw new Error(`the stand-in was not killed: ${k.stderr}`);
   return env;
 }

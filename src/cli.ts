@@ -30,7 +30,7 @@ function toolVersion(): string {
 
 const COMMAND_HELP: Record<string, string> = {
   migrate: 'wait for Postgres, take the migration lock, run kong migrations bootstrap/up/finish as the state requires (the init container)',
-  wait: 'wait until `kong start` would accept the schema (a cheap replacement for the chart\'s wait-for-db)',
+  wait: "wait until `kong start` would accept the schema (a cheap replacement for the chart's wait-for-db)",
   status: 'print the schema state, the plan and recent history; exit status mirrors `kong migrations list`',
   install: 'install DIR: copy this program (with its Node runtime) into DIR, for use inside the Kong image',
   'post-render': 'Helm post-renderer: read rendered manifests on stdin, write them with our init container on stdout',
@@ -45,7 +45,9 @@ export function helpText(cmd?: Command): string {
   return `${header}Usage: kong-db-init <command> [options]
 
 Commands:
-${Object.entries(COMMAND_HELP).map(([c, h]) => `  ${c.padEnd(12)} ${h}`).join('\n')}
+${Object.entries(COMMAND_HELP)
+  .map(([c, h]) => `  ${c.padEnd(12)} ${h}`)
+  .join('\n')}
 
 Options (flags win over environment variables; \`kong-db-init post-render --help\` and \`values --help\` list theirs):
 ${flags}

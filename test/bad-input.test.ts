@@ -22,7 +22,8 @@ describe('bad input catalogue (real Postgres; Kong: the 3.7.1 stand-in)', () => 
       expect(r.stderr).toMatch(c.message);
       expect(r.stdout + r.stderr).not.toContain(KONG_PASSWORD);
       // a vault reference names where the password is; it is not the password
-      for (const [k, v] of Object.entries(c.env?.(db) ?? {})) if (k === 'KONG_PG_PASSWORD' && v !== '' && !v.startsWith('{vault://')) expect(r.stdout + r.stderr).not.toContain(v);
+      for (const [k, v] of Object.entries(c.env?.(db) ?? {}))
+        if (k === 'KONG_PG_PASSWORD' && v !== '' && !v.startsWith('{vault://')) expect(r.stdout + r.stderr).not.toContain(v);
       if (fs.existsSync(path.join(db.dir, 'status.json'))) expect(fs.readFileSync(path.join(db.dir, 'status.json'), 'utf8')).not.toContain(KONG_PASSWORD);
     });
   }
@@ -30,7 +31,14 @@ describe('bad input catalogue (real Postgres; Kong: the 3.7.1 stand-in)', () => 
   it('lock timeout: another holder keeps the migration lock → exit 12 naming the holder', async () => {
     const db = await createDb();
     const { lockKey } = await import('../src/postgres/lock.js');
-    const holder = new pg.Client({ host: db.host, port: db.port, user: db.user, password: db.password, database: db.name, application_name: 'kong-db-init/other-pod' });
+    const holder = new pg.Client({
+      host: db.host,
+      port: db.port,
+      user: db.user,
+      password: db.password,
+      database: db.name,
+      application_name: 'kong-db-init/other-pod',
+    });
     await holder.connect();
     try {
       await holder.query('SELECT pg_advisory_lock($1::bigint)', [lockKey(db.name, undefined).toString()]);

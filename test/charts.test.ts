@@ -22,7 +22,21 @@ import { finishInjection } from '../src/render/finish-sidecar.js';
 import { checkOverlay, valuesOverlay } from '../src/render/overlay.js';
 import { GROUP_LABEL } from '../src/kube/rollout.js';
 import { CLI, ROOT } from './helpers/harness.js';
-import { buildKubeCheck, docs, ensureKustomize, goAvailable, helmBinaries, helmEnv, kubeCheck, kubeProblems, kubePsaOfOurs, kustomizeAvailable, kustomizeBuild, psaRestricted, validateWorkloads } from './helpers/k8s-check.js';
+import {
+  buildKubeCheck,
+  docs,
+  ensureKustomize,
+  goAvailable,
+  helmBinaries,
+  helmEnv,
+  kubeCheck,
+  kubeProblems,
+  kubePsaOfOurs,
+  kustomizeAvailable,
+  kustomizeBuild,
+  psaRestricted,
+  validateWorkloads,
+} from './helpers/k8s-check.js';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const FIX = path.join(ROOT, 'test/fixtures/render');
@@ -53,7 +67,8 @@ function programProblems(stream: string, images: string[]): string[] {
     const spec = d.spec.template.spec;
     for (const c of [...(spec.initContainers ?? []), ...spec.containers] as Obj[]) {
       const bin = String(c.command?.[0] ?? '');
-      if (bin.startsWith('/kong-db-init/') && !(c.volumeMounts ?? []).some((m: Obj) => m.name === 'kong-db-init-bin' && m.mountPath === '/kong-db-init')) out.push(`${c.name}: runs ${bin} without the kong-db-init-bin volume`);
+      if (bin.startsWith('/kong-db-init/') && !(c.volumeMounts ?? []).some((m: Obj) => m.name === 'kong-db-init-bin' && m.mountPath === '/kong-db-init'))
+        out.push(`${c.name}: runs ${bin} without the kong-db-init-bin volume`);
       if (bin.startsWith('/opt/kong-db-init/') && !images.includes(c.image)) out.push(`${c.name}: runs ${bin} in ${c.image}, which does not hold the program`);
     }
   }
@@ -70,21 +85,34 @@ beforeAll(async () => {
 }, 900_000);
 
 describe.skipIf(!haveGo || !kubectl)('the offline checks themselves', () => {
-  it('strict decoding (ours, the Kubernetes Go types, kustomize) rejects a duplicate key in a pod template\'s labels', () => {
-    const dup = render('3.4.1-minimal-postgres').replace('        app.kubernetes.io/component: app\n', '        app.kubernetes.io/component: app\n        app.kubernetes.io/component: app\n');
+  it("strict decoding (ours, the Kubernetes Go types, kustomize) rejects a duplicate key in a pod template's labels", () => {
+    const dup = render('3.4.1-minimal-postgres').replace(
+      '        app.kubernetes.io/component: app\n',
+      '        app.kubernetes.io/component: app\n        app.kubernetes.io/component: app\n',
+    );
     expect(dup).not.toBe(render('3.4.1-minimal-postgres'));
     expect(() => docs(dup)).toThrow(/strict YAML decoding failed: Map keys must be unique/);
     expect(kubeProblems(dup)['Deployment/demo-kong']!.join('\n')).toMatch(/already set in map/);
     expect(kustomizeBuild(dup).output).toMatch(/already defined|already set/);
   });
   it('the real checker rejects unknown fields and names the Pod Security findings, as the API server would', () => {
-    const r = kubeCheck(render('3.4.1-minimal-postgres').replace('        imagePullPolicy: IfNotPresent\n', '        imagePullPolicy: IfNotPresent\n        pullPolicy: Always\n'));
-    expect(r.find((x) => x.kind === 'Deployment')!.strict.join('\n')).toMatch(/unknown field "spec.template.spec.initContainers\[0\].pullPolicy"|unknown field "pullPolicy"/);
+    const r = kubeCheck(
+      render('3.4.1-minimal-postgres').replace(
+        '        imagePullPolicy: IfNotPresent\n',
+        '        imagePullPolicy: IfNotPresent\n        pullPolicy: Always\n',
+      ),
+    );
+    expect(r.find((x) => x.kind === 'Deployment')!.strict.join('\n')).toMatch(
+      /unknown field "spec.template.spec.initContainers\[0\].pullPolicy"|unknown field "pullPolicy"/,
+    );
     const esc = kubeCheck(render('3.4.1-minimal-postgres').replace('allowPrivilegeEscalation: false', 'allowPrivilegeEscalation: true'));
     expect(JSON.stringify(esc.find((x) => x.kind === 'Deployment')!.psa)).toMatch(/allowPrivilegeEscalation != false/);
   });
   it('strict decoding rejects an unknown field, as kubectl --validate=strict does', () => {
-    const bad = render('3.4.1-minimal-postgres').replace('        imagePullPolicy: IfNotPresent\n', '        imagePullPolicy: IfNotPresent\n        pullPolicy: Always\n');
+    const bad = render('3.4.1-minimal-postgres').replace(
+      '        imagePullPolicy: IfNotPresent\n',
+      '        imagePullPolicy: IfNotPresent\n        pullPolicy: Always\n',
+    );
     expect(() => validateWorkloads(bad)).toThrow(/unknown field initContainers\[clear-stale-pid\]\.pullPolicy/);
   });
   it('PSA restricted flags what the admission controller rejects', () => {
@@ -97,23 +125,26 @@ describe.skipIf(!haveGo || !kubectl)('the offline checks themselves', () => {
 
 describe('1. values path: kong-db-init values writes an overlay from the same computation as the post-renderer', () => {
   for (const name of ['3.4.1-enterprise', '3.4.1-minimal-postgres', '2.38.0-minimal-postgres', '3.4.1-vault']) {
-    it.skipIf(!haveGo || !kubectl)(`${name}: the committed overlay is what the render needs; the real chart rendered by helm with it validates, passes PSA restricted (both checks), kustomizes, round-trips, and post-render leaves it alone`, () => {
-      const values = userValues(name.replace(/^[\d.]+-/, ''));
-      const overlay = valuesOverlay(render(name), { ...base, meshReady: true }, values);
-      expect(overlay).toBe(fs.readFileSync(path.join(FIX, `chart-${name}.overlay.yaml`), 'utf8'));
-      const applied = render(`${name}.with-overlay`);
-      expect(validateWorkloads(applied)).toBeGreaterThan(0);
-      noPsaProblems(applied);
-      kustomizes(applied);
-      expect(valuesOverlay(applied, { ...base, meshReady: true }, values)).toBe(overlay);
-      expect(checkOverlay(overlay, valuesOverlay(applied, { ...base, meshReady: true }, values), 'x').stale).toBe(false);
-      expect(postRender(applied, base).output).toBe(applied);
-      // the same init containers as the post-renderer would inject
-      const viaPostRender = podOf(postRender(render(name), base).output);
-      const viaValues = podOf(applied);
-      for (const n of ['kong-db-init-install', 'kong-db-init']) expect(container(viaValues, n)).toEqual(container(viaPostRender, n));
-      expect(initNames(viaValues)).toEqual(initNames(viaPostRender));
-    });
+    it.skipIf(!haveGo || !kubectl)(
+      `${name}: the committed overlay is what the render needs; the real chart rendered by helm with it validates, passes PSA restricted (both checks), kustomizes, round-trips, and post-render leaves it alone`,
+      () => {
+        const values = userValues(name.replace(/^[\d.]+-/, ''));
+        const overlay = valuesOverlay(render(name), { ...base, meshReady: true }, values);
+        expect(overlay).toBe(fs.readFileSync(path.join(FIX, `chart-${name}.overlay.yaml`), 'utf8'));
+        const applied = render(`${name}.with-overlay`);
+        expect(validateWorkloads(applied)).toBeGreaterThan(0);
+        noPsaProblems(applied);
+        kustomizes(applied);
+        expect(valuesOverlay(applied, { ...base, meshReady: true }, values)).toBe(overlay);
+        expect(checkOverlay(overlay, valuesOverlay(applied, { ...base, meshReady: true }, values), 'x').stale).toBe(false);
+        expect(postRender(applied, base).output).toBe(applied);
+        // the same init containers as the post-renderer would inject
+        const viaPostRender = podOf(postRender(render(name), base).output);
+        const viaValues = podOf(applied);
+        for (const n of ['kong-db-init-install', 'kong-db-init']) expect(container(viaValues, n)).toEqual(container(viaPostRender, n));
+        expect(initNames(viaValues)).toEqual(initNames(viaPostRender));
+      },
+    );
   }
 
   it('the Enterprise user keeps their image, envFrom, own init container and volumes; migrate gets everything the chart generates for Kong', () => {
@@ -125,17 +156,21 @@ describe('1. values path: kong-db-init values writes an overlay from the same co
     expect(proxy.envFrom).toEqual([{ secretRef: { name: 'kong-db' } }]);
     expect(mig.envFrom).toEqual(proxy.envFrom);
     expect(initNames(spec)).toEqual(['clear-stale-pid', 'fetch-geoip', 'kong-db-init-install', 'kong-db-init', 'wait-for-db']);
-    expect(spec.volumes.map((v: Obj) => v.name)).toEqual(expect.arrayContaining(['geoip', 'audit-config', 'kong-plugin-acme-auth', 'kong-pg-ca', 'kong-db-init-bin']));
+    expect(spec.volumes.map((v: Obj) => v.name)).toEqual(
+      expect.arrayContaining(['geoip', 'audit-config', 'kong-plugin-acme-auth', 'kong-pg-ca', 'kong-db-init-bin']),
+    );
     expect(mig.env).toEqual(proxy.env);
     const env = Object.fromEntries(mig.env.map((e: Obj) => [e.name, e.value ?? e.valueFrom]));
     expect(env.KONG_PLUGINS).toBe('bundled,acme-auth');
     expect(env.KONG_LUA_PACKAGE_PATH).toBeDefined();
     expect(env.KONG_LUA_SSL_TRUSTED_CERTIFICATE).toBe('/etc/secrets/kong-pg-ca/ca.crt');
     expect(env.KONG_PASSWORD).toEqual({ secretKeyRef: { key: 'password', name: 'kong-enterprise-superuser-password' } });
-    expect(mig.volumeMounts.map((m: Obj) => m.mountPath)).toEqual(expect.arrayContaining(['/opt/kong/plugins/acme-auth', '/etc/secrets/kong-pg-ca', '/opt/geoip']));
+    expect(mig.volumeMounts.map((m: Obj) => m.mountPath)).toEqual(
+      expect.arrayContaining(['/opt/kong/plugins/acme-auth', '/etc/secrets/kong-pg-ca', '/opt/geoip']),
+    );
   });
 
-  it('the minimal user: the chart\'s env KONG_PG_PORT=5432 applies to migrate exactly as to Kong (same env, same envFrom, same precedence)', () => {
+  it("the minimal user: the chart's env KONG_PG_PORT=5432 applies to migrate exactly as to Kong (same env, same envFrom, same precedence)", () => {
     const spec = podOf(render('3.4.1-minimal-postgres.with-overlay'));
     const [proxy, mig] = [container(spec, 'proxy'), container(spec, 'kong-db-init')];
     expect(mig.env.find((e: Obj) => e.name === 'KONG_PG_PORT')).toEqual({ name: 'KONG_PG_PORT', value: '5432' });
@@ -144,7 +179,11 @@ describe('1. values path: kong-db-init values writes an overlay from the same co
 
   it('--check: exit 21 with a readable diff when the committed overlay is stale (chart 2.38 → 3.4.1), 0 when current', async () => {
     const committed = path.join(FIX, 'chart-2.38.0-minimal-postgres.overlay.yaml');
-    const run = (input: string) => execa(process.execPath, [CLI, 'values', '-f', path.join(VALUES, 'minimal-postgres.yaml'), '--image', 'kong-db-init:ci', '--check', committed], { input, reject: false });
+    const run = (input: string) =>
+      execa(process.execPath, [CLI, 'values', '-f', path.join(VALUES, 'minimal-postgres.yaml'), '--image', 'kong-db-init:ci', '--check', committed], {
+        input,
+        reject: false,
+      });
     const stale = await run(render('3.4.1-minimal-postgres'));
     expect(stale.exitCode).toBe(21);
     expect(stale.stdout).toBe('');
@@ -215,19 +254,26 @@ describe.skipIf(!haveGo || !kubectl)('--all-in-one with --finish-sidecar: the si
     noPsaProblems(applied);
   });
   it('post-render: the same', () => {
-    const out = postRender(render('3.4.1-minimal-postgres'), { ...AIO_OPTS, finishSidecar: true, injections: [finishInjection({ namespace: 'kong', allInOne: AIO, pullPolicy: 'IfNotPresent' })] }).output;
+    const out = postRender(render('3.4.1-minimal-postgres'), {
+      ...AIO_OPTS,
+      finishSidecar: true,
+      injections: [finishInjection({ namespace: 'kong', allInOne: AIO, pullPolicy: 'IfNotPresent' })],
+    }).output;
     expect(programProblems(out, [AIO])).toEqual([]);
     expect(container(podOf(out), 'kong-db-init-finish').image).toBe(AIO);
     noPsaProblems(out);
   });
 });
 
-describe('a literal secret in the proxy\'s env (issue 14 item 1: `--set env.pg_password=…`, real chart render)', () => {
+describe("a literal secret in the proxy's env (issue 14 item 1: `--set env.pg_password=…`, real chart render)", () => {
   const input = render('3.4.1-literal-password');
   const PW = 'Lit3ral-pg-Passw0rd';
   it('values refuses to write it into the overlay (exit 20), naming the variable and the fixes, never the value', async () => {
     expect(input).toContain(`value: "${PW}"`);
-    const r = await execa(process.execPath, [CLI, 'values', '-f', path.join(VALUES, 'minimal-postgres.yaml'), '--image', 'kong-db-init:ci'], { input, reject: false });
+    const r = await execa(process.execPath, [CLI, 'values', '-f', path.join(VALUES, 'minimal-postgres.yaml'), '--image', 'kong-db-init:ci'], {
+      input,
+      reject: false,
+    });
     expect(r.exitCode).toBe(20);
     expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(/refusing to write a literal secret into the values overlay \(a file you commit\): KONG_PG_PASSWORD has a literal value/);
@@ -236,7 +282,20 @@ describe('a literal secret in the proxy\'s env (issue 14 item 1: `--set env.pg_p
     expect(r.stderr).toMatch(/KONG_PG_PASSWORD_FILE/);
     expect(r.stderr).not.toContain(PW);
     // --check refuses too, without a diff that would show it
-    const c = await execa(process.execPath, [CLI, 'values', '-f', path.join(VALUES, 'minimal-postgres.yaml'), '--image', 'kong-db-init:ci', '--check', path.join(FIX, 'chart-3.4.1-minimal-postgres.overlay.yaml')], { input, reject: false });
+    const c = await execa(
+      process.execPath,
+      [
+        CLI,
+        'values',
+        '-f',
+        path.join(VALUES, 'minimal-postgres.yaml'),
+        '--image',
+        'kong-db-init:ci',
+        '--check',
+        path.join(FIX, 'chart-3.4.1-minimal-postgres.overlay.yaml'),
+      ],
+      { input, reject: false },
+    );
     expect(c.exitCode).toBe(20);
     expect(c.stderr).not.toContain(PW);
   });
@@ -244,7 +303,13 @@ describe('a literal secret in the proxy\'s env (issue 14 item 1: `--set env.pg_p
     expect(() => valuesOverlay(render('3.4.1-enterprise'), { ...base, meshReady: true }, userValues('enterprise'))).not.toThrow();
   });
   it('post-render copies it (Helm applies the output; it is never committed) but no error message shows it', async () => {
-    const run = (args: string[], env: Record<string, string> = {}) => execa(process.execPath, [CLI, 'post-render', ...args], { input, reject: false, env: { PATH: process.env.PATH!, TMPDIR: fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-secret-')), ...env }, extendEnv: false });
+    const run = (args: string[], env: Record<string, string> = {}) =>
+      execa(process.execPath, [CLI, 'post-render', ...args], {
+        input,
+        reject: false,
+        env: { PATH: process.env.PATH!, TMPDIR: fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-secret-')), ...env },
+        extendEnv: false,
+      });
     const ok = await run(['--image', 'kong-db-init:ci']);
     expect(ok.exitCode, ok.stderr).toBe(0);
     expect(container(podOf(ok.stdout), 'kong-db-init').env).toContainEqual({ name: 'KONG_PG_PASSWORD', value: PW });
@@ -313,7 +378,13 @@ describe('4 and 5. releases without a Postgres-backed gateway pass through uncha
     const r = postRender(input, base);
     expect(r.output).toBe(input);
     expect(r.changes.join('\n')).toMatch(note);
-    const p = await execa(process.execPath, [CLI, 'post-render'], { input, reject: false, env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir() }, extendEnv: false, stripFinalNewline: false });
+    const p = await execa(process.execPath, [CLI, 'post-render'], {
+      input,
+      reject: false,
+      env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir() },
+      extendEnv: false,
+      stripFinalNewline: false,
+    });
     expect(p.exitCode, p.stderr).toBe(0);
     expect(p.stdout).toBe(input);
     expect(p.stderr).toMatch(note);
@@ -326,7 +397,11 @@ describe('4 and 5. releases without a Postgres-backed gateway pass through uncha
     expect(docs(v.stdout)).toEqual([{}]);
   });
   it('a hybrid data plane: unchanged with a note (values: an empty overlay)', () => {
-    const input = fs.readFileSync(path.join(FIX, 'hybrid.yaml'), 'utf8').split(/^---$/m).filter((d) => d.includes('dp-kong')).join('---');
+    const input = fs
+      .readFileSync(path.join(FIX, 'hybrid.yaml'), 'utf8')
+      .split(/^---$/m)
+      .filter((d) => d.includes('dp-kong'))
+      .join('---');
     const r = postRender(input, base);
     expect(r.output).toBe(input);
     expect(r.changes.join('\n')).toMatch(/hybrid data plane/);
@@ -335,17 +410,27 @@ describe('4 and 5. releases without a Postgres-backed gateway pass through uncha
   it('no Kong chart workload at all: exit 20 on both paths unless --allow-no-kong (then unchanged / an empty overlay)', async () => {
     const input = 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n';
     for (const cmd of ['post-render', 'values']) {
-      const r = await execa(process.execPath, [CLI, cmd, '--image', 'kong-db-init:ci'], { input, reject: false, env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir() }, extendEnv: false });
+      const r = await execa(process.execPath, [CLI, cmd, '--image', 'kong-db-init:ci'], {
+        input,
+        reject: false,
+        env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir() },
+        extendEnv: false,
+      });
       expect([cmd, r.exitCode]).toEqual([cmd, 20]);
       expect(r.stderr).toMatch(/no Kong chart workload was found.*--allow-no-kong/);
-      const ok = await execa(process.execPath, [CLI, cmd, '--image', 'kong-db-init:ci', '--allow-no-kong'], { input, reject: false, env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir() }, extendEnv: false });
+      const ok = await execa(process.execPath, [CLI, cmd, '--image', 'kong-db-init:ci', '--allow-no-kong'], {
+        input,
+        reject: false,
+        env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir() },
+        extendEnv: false,
+      });
       expect([cmd, ok.exitCode, ok.stderr]).toEqual([cmd, 0, expect.stringMatching(/passed through unchanged/)]);
     }
   });
 });
 
-describe('6. Helm 4 hides a post-renderer plugin\'s stderr', () => {
-  it('the plugin sends its stderr to its parent\'s (Helm\'s) stderr when HELM_PLUGIN_NAME is set, and to the error file', async () => {
+describe("6. Helm 4 hides a post-renderer plugin's stderr", () => {
+  it("the plugin sends its stderr to its parent's (Helm's) stderr when HELM_PLUGIN_NAME is set, and to the error file", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-plugin-'));
     const script = path.join(ROOT, 'charts/post-renderer/kong-db-init/post-render.sh');
     // a node process stands in for helm: its stderr is what the user sees; the plugin's own stderr is thrown away
@@ -366,11 +451,19 @@ describe('6. Helm 4 hides a post-renderer plugin\'s stderr', () => {
 
 describe('7. image, pull policy, resources, service mesh, Vault, help', () => {
   it('no invented registry: without --image the post-renderer says how to build and push it (exit 2); --pull-policy is applied', async () => {
-    const run = (args: string[]) => execa(process.execPath, [CLI, 'post-render', ...args], { input: render('3.4.1-minimal-postgres'), reject: false, env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir() }, extendEnv: false });
+    const run = (args: string[]) =>
+      execa(process.execPath, [CLI, 'post-render', ...args], {
+        input: render('3.4.1-minimal-postgres'),
+        reject: false,
+        env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir() },
+        extendEnv: false,
+      });
     const r = await run([]);
     expect(r.exitCode).toBe(2);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(/pass --image REF \(or set KONG_DB_INIT_IMAGE\): build and push the image from this repository first, e\.g\. `docker build -t REGISTRY\/kong-db-init:VERSION \. && docker push/);
+    expect(r.stderr).toMatch(
+      /pass --image REF \(or set KONG_DB_INIT_IMAGE\): build and push the image from this repository first, e\.g\. `docker build -t REGISTRY\/kong-db-init:VERSION \. && docker push/,
+    );
     const ok = await run(['--image', 'kong-db-init:ci', '--pull-policy', 'Never']);
     expect(ok.exitCode, ok.stderr).toBe(0);
     const install = container(podOf(ok.stdout), 'kong-db-init-install');
@@ -378,7 +471,7 @@ describe('7. image, pull policy, resources, service mesh, Vault, help', () => {
     expect(container(podOf(ok.stdout), 'kong-db-init').imagePullPolicy).toBe('IfNotPresent'); // the proxy's
   });
 
-  it('bounded resources for migrate when the proxy has none (the chart default `resources: {}`); the proxy\'s when set', () => {
+  it("bounded resources for migrate when the proxy has none (the chart default `resources: {}`); the proxy's when set", () => {
     const spec = podOf(postRender(render('3.4.1-minimal-postgres'), base).output);
     expect(container(spec, 'proxy').resources).toEqual({});
     expect(container(spec, 'kong-db-init').resources).toEqual(DEFAULT_MIGRATE_RESOURCES);
@@ -389,10 +482,15 @@ describe('7. image, pull policy, resources, service mesh, Vault, help', () => {
 
   it('service mesh without native sidecars: refuses with what to set; native sidecars, an excluded Postgres port or --mesh-ready let it through', () => {
     const input = render('3.4.1-mesh-istio');
-    expect(() => postRender(input, base)).toThrow(/Istio is injected \(label sidecar.istio.io\/inject=true\).*sidecar.istio.io\/nativeSidecar: "true".*traffic.sidecar.istio.io\/excludeOutboundPorts: "5432".*--mesh-ready/);
+    expect(() => postRender(input, base)).toThrow(
+      /Istio is injected \(label sidecar.istio.io\/inject=true\).*sidecar.istio.io\/nativeSidecar: "true".*traffic.sidecar.istio.io\/excludeOutboundPorts: "5432".*--mesh-ready/,
+    );
     const native = input.replace(/( {4}metadata:\n {6}annotations:\n)/, '$1        sidecar.istio.io/nativeSidecar: "true"\n');
     expect(native).not.toBe(input);
-    for (const [i, o] of [[native, base], [input, { ...base, meshReady: true }]] as const) {
+    for (const [i, o] of [
+      [native, base],
+      [input, { ...base, meshReady: true }],
+    ] as const) {
       const out = postRender(i, o).output;
       validateWorkloads(out);
       noPsaProblems(out);
@@ -410,12 +508,18 @@ describe('7. image, pull policy, resources, service mesh, Vault, help', () => {
     expect(out.changes.join('\n')).toMatch(/agent-init-first: "true"/);
     expect(container(dep.spec.template.spec, 'kong-db-init').env).toContainEqual({ name: 'KONG_PG_PASSWORD_FILE', value: '/vault/secrets/pg-password' });
     expect(postRender(out.output, base).output).toBe(out.output);
-    const noPre = render('3.4.1-vault').replace('vault.hashicorp.com/agent-inject: "true"', 'vault.hashicorp.com/agent-inject: "true"\n        vault.hashicorp.com/agent-pre-populate: "false"');
+    const noPre = render('3.4.1-vault').replace(
+      'vault.hashicorp.com/agent-inject: "true"',
+      'vault.hashicorp.com/agent-inject: "true"\n        vault.hashicorp.com/agent-pre-populate: "false"',
+    );
     expect(() => postRender(noPre, base)).toThrow(/agent-pre-populate is "false".*set podAnnotations vault.hashicorp.com\/agent-pre-populate: "true"/);
   });
 
   it('post-render --help and the plugin scripts name paths that exist', () => {
-    const texts = [POST_RENDER_HELP, ...['charts/post-renderer/helm3-post-render', 'charts/post-renderer/kong-db-init/post-render.sh'].map((f) => fs.readFileSync(path.join(ROOT, f), 'utf8'))];
+    const texts = [
+      POST_RENDER_HELP,
+      ...['charts/post-renderer/helm3-post-render', 'charts/post-renderer/kong-db-init/post-render.sh'].map((f) => fs.readFileSync(path.join(ROOT, f), 'utf8')),
+    ];
     const paths = texts.flatMap((t) => [...t.matchAll(/\.\/(charts\/[\w./-]+)/g)].map((m) => m[1]!));
     expect(paths.length).toBeGreaterThan(3);
     for (const p of paths) expect(fs.existsSync(path.join(ROOT, p)), p).toBe(true);
@@ -430,53 +534,105 @@ const helm = helmBinaries();
 const e2eChart = path.join(ROOT, 'test/e2e/chart/kong-e2e');
 const cliEnv = { KONG_DB_INIT_CLI: `${process.execPath} ${CLI}` };
 
-describe.skipIf(!helm.v3 || !helm.v4 || !haveGo || !kubectl)(`real helm 3 and 4 render a Kong-shaped chart; every output passes strict decoding and the real Pod Security evaluator${helm.v3 && helm.v4 ? '' : ' (skipped: no helm v3/v4 in KDI_HELM3_BIN/KDI_HELM4_BIN)'}`, () => {
-  const pr = path.join(ROOT, 'charts/post-renderer/helm3-post-render');
-  const set = ['--set', 'pg.host=pg', '--namespace', 'kdi'];
-  const check = (stream: string, { jobs }: { jobs: string[] }) => {
-    expect(validateWorkloads(stream)).toBeGreaterThan(0);
-    noPsaProblems(stream);
-    expect(kubePsaOfOurs(stream)).toEqual([]);
-    expect(programProblems(stream, ['kong-db-init:ci'])).toEqual([]);
-    expect(docs(stream).filter((d) => d.kind === 'Job').map((d) => d.metadata.name)).toEqual(jobs);
-    kustomizes(stream);
-  };
+describe.skipIf(!helm.v3 || !helm.v4 || !haveGo || !kubectl)(
+  `real helm 3 and 4 render a Kong-shaped chart; every output passes strict decoding and the real Pod Security evaluator${helm.v3 && helm.v4 ? '' : ' (skipped: no helm v3/v4 in KDI_HELM3_BIN/KDI_HELM4_BIN)'}`,
+  () => {
+    const pr = path.join(ROOT, 'charts/post-renderer/helm3-post-render');
+    const set = ['--set', 'pg.host=pg', '--namespace', 'kdi'];
+    const check = (stream: string, { jobs }: { jobs: string[] }) => {
+      expect(validateWorkloads(stream)).toBeGreaterThan(0);
+      noPsaProblems(stream);
+      expect(kubePsaOfOurs(stream)).toEqual([]);
+      expect(programProblems(stream, ['kong-db-init:ci'])).toEqual([]);
+      expect(
+        docs(stream)
+          .filter((d) => d.kind === 'Job')
+          .map((d) => d.metadata.name),
+      ).toEqual(jobs);
+      kustomizes(stream);
+    };
 
-  it('helm 3 through the post-renderer executable (hooks are printed by helm template, never post-rendered)', async () => {
-    const r = await execa(helm.v3!, ['template', 'rel', e2eChart, ...set, '--set', 'migrations.preUpgrade=false', '--post-renderer', pr, '--post-renderer-args', '--image=kong-db-init:ci'], { env: helmEnv(cliEnv), reject: false });
-    expect(r.exitCode, r.stderr).toBe(0);
-    check(r.stdout, { jobs: ['rel-kong-post-upgrade-migrations'] });
-  });
+    it('helm 3 through the post-renderer executable (hooks are printed by helm template, never post-rendered)', async () => {
+      const r = await execa(
+        helm.v3!,
+        ['template', 'rel', e2eChart, ...set, '--set', 'migrations.preUpgrade=false', '--post-renderer', pr, '--post-renderer-args', '--image=kong-db-init:ci'],
+        { env: helmEnv(cliEnv), reject: false },
+      );
+      expect(r.exitCode, r.stderr).toBe(0);
+      check(r.stdout, { jobs: ['rel-kong-post-upgrade-migrations'] });
+    });
 
-  it('helm 3 with --finish-sidecar, the post-upgrade Job off and --post-upgrade-off', async () => {
-    const r = await execa(helm.v3!, ['template', 'rel', e2eChart, ...set, '--set', 'migrations.preUpgrade=false', '--set', 'migrations.postUpgrade=false', '--post-renderer', pr, '--post-renderer-args', '--image=kong-db-init:ci', '--post-renderer-args', '--finish-sidecar', '--post-renderer-args', '--post-upgrade-off'], { env: helmEnv({ ...cliEnv, HELM_NAMESPACE: 'kdi' }), reject: false });
-    expect(r.exitCode, r.stderr).toBe(0);
-    check(r.stdout, { jobs: [] });
-    expect(docs(r.stdout).filter((d) => ['Role', 'RoleBinding'].includes(d.kind)).map((d) => d.kind)).toEqual(['Role', 'RoleBinding']);
-  });
+    it('helm 3 with --finish-sidecar, the post-upgrade Job off and --post-upgrade-off', async () => {
+      const r = await execa(
+        helm.v3!,
+        [
+          'template',
+          'rel',
+          e2eChart,
+          ...set,
+          '--set',
+          'migrations.preUpgrade=false',
+          '--set',
+          'migrations.postUpgrade=false',
+          '--post-renderer',
+          pr,
+          '--post-renderer-args',
+          '--image=kong-db-init:ci',
+          '--post-renderer-args',
+          '--finish-sidecar',
+          '--post-renderer-args',
+          '--post-upgrade-off',
+        ],
+        { env: helmEnv({ ...cliEnv, HELM_NAMESPACE: 'kdi' }), reject: false },
+      );
+      expect(r.exitCode, r.stderr).toBe(0);
+      check(r.stdout, { jobs: [] });
+      expect(
+        docs(r.stdout)
+          .filter((d) => ['Role', 'RoleBinding'].includes(d.kind))
+          .map((d) => d.kind),
+      ).toEqual(['Role', 'RoleBinding']);
+    });
 
-  it('helm 4 through the plugin with --finish-sidecar (hooks passed: the chart\'s post-upgrade Job is removed)', async () => {
-    const env = helmEnv(cliEnv);
-    const inst = await execa(helm.v4!, ['plugin', 'install', path.join(ROOT, 'charts/post-renderer/kong-db-init')], { env, reject: false });
-    expect(inst.exitCode, inst.stderr).toBe(0);
-    const r = await execa(helm.v4!, ['template', 'rel', e2eChart, ...set, '--post-renderer', 'kong-db-init', '--post-renderer-args', '--image=kong-db-init:ci', '--post-renderer-args', '--finish-sidecar'], { env, reject: false });
-    expect(r.exitCode, r.stderr).toBe(0);
-    check(r.stdout, { jobs: [] });
-  });
+    it("helm 4 through the plugin with --finish-sidecar (hooks passed: the chart's post-upgrade Job is removed)", async () => {
+      const env = helmEnv(cliEnv);
+      const inst = await execa(helm.v4!, ['plugin', 'install', path.join(ROOT, 'charts/post-renderer/kong-db-init')], { env, reject: false });
+      expect(inst.exitCode, inst.stderr).toBe(0);
+      const r = await execa(
+        helm.v4!,
+        [
+          'template',
+          'rel',
+          e2eChart,
+          ...set,
+          '--post-renderer',
+          'kong-db-init',
+          '--post-renderer-args',
+          '--image=kong-db-init:ci',
+          '--post-renderer-args',
+          '--finish-sidecar',
+        ],
+        { env, reject: false },
+      );
+      expect(r.exitCode, r.stderr).toBe(0);
+      check(r.stdout, { jobs: [] });
+    });
 
-  it('helm 3 and 4 apply the values overlay (the Argo CD / Flux path) to the chart', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-e2e-values-'));
-    const user = path.join(dir, 'values.yaml');
-    fs.writeFileSync(user, 'pg:\n  host: pg\n');
-    for (const bin of [helm.v3!, helm.v4!]) {
-      const tpl = async (...files: string[]) => (await execa(bin, ['template', 'rel', e2eChart, '--namespace', 'kdi', ...files.flatMap((f) => ['-f', f])], { env: helmEnv() })).stdout;
-      const v = await execa(process.execPath, [CLI, 'values', '-f', user, '--image', 'kong-db-init:ci'], { input: await tpl(user), reject: false });
-      expect(v.exitCode, v.stderr).toBe(0);
-      const overlay = path.join(dir, 'overlay.yaml');
-      fs.writeFileSync(overlay, v.stdout);
-      const applied = await tpl(user, overlay);
-      check(applied, { jobs: ['rel-kong-post-upgrade-migrations'] });
-      expect(initNames(podOf(applied))).toEqual(['clear-stale-pid', 'kong-db-init-install', 'kong-db-init', 'wait-for-db']);
-    }
-  });
-});
+    it('helm 3 and 4 apply the values overlay (the Argo CD / Flux path) to the chart', async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-e2e-values-'));
+      const user = path.join(dir, 'values.yaml');
+      fs.writeFileSync(user, 'pg:\n  host: pg\n');
+      for (const bin of [helm.v3!, helm.v4!]) {
+        const tpl = async (...files: string[]) =>
+          (await execa(bin, ['template', 'rel', e2eChart, '--namespace', 'kdi', ...files.flatMap((f) => ['-f', f])], { env: helmEnv() })).stdout;
+        const v = await execa(process.execPath, [CLI, 'values', '-f', user, '--image', 'kong-db-init:ci'], { input: await tpl(user), reject: false });
+        expect(v.exitCode, v.stderr).toBe(0);
+        const overlay = path.join(dir, 'overlay.yaml');
+        fs.writeFileSync(overlay, v.stdout);
+        const applied = await tpl(user, overlay);
+        check(applied, { jobs: ['rel-kong-post-upgrade-migrations'] });
+        expect(initNames(podOf(applied))).toEqual(['clear-stale-pid', 'kong-db-init-install', 'kong-db-init', 'wait-for-db']);
+      }
+    });
+  },
+);

@@ -153,7 +153,10 @@ function demux(buf: Buffer): Omit<Run, 'exitCode'> {
     out.all.push(chunk);
     i += 8 + size;
   }
-  const text = (chunks: Buffer[]) => Buffer.concat(chunks).toString().replace(/\r?\n$/, '');
+  const text = (chunks: Buffer[]) =>
+    Buffer.concat(chunks)
+      .toString()
+      .replace(/\r?\n$/, '');
   return { stdout: text(out.stdout), stderr: text(out.stderr), all: text(out.all) };
 }
 
@@ -193,8 +196,12 @@ function sharedDir(): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-docker-'));
   fs.chmodSync(d, 0o777);
   cleanups.push(async () => {
-    await run(new Container(GLIBC[1]![0]).withNetworkMode('none').withBindMounts([{ source: d, target: '/d', mode: 'rw' }])
-      .withEntrypoint(['sh', '-c', 'rm -rf /d/* /d/.[!.]*']));
+    await run(
+      new Container(GLIBC[1]![0])
+        .withNetworkMode('none')
+        .withBindMounts([{ source: d, target: '/d', mode: 'rw' }])
+        .withEntrypoint(['sh', '-c', 'rm -rf /d/* /d/.[!.]*']),
+    );
     fs.rmSync(d, { recursive: true, force: true });
   });
   return d;
@@ -202,13 +209,22 @@ function sharedDir(): string {
 
 /** `install /kdi` from our image into a host directory, as an OpenShift-style uid. */
 async function installFromImage(dir = sharedDir()) {
-  const r = await run(ours('install', '/kdi').withDroppedCapabilities('ALL').withNoNewPrivileges().withUser('1000680000:0')
-    .withBindMounts([{ source: dir, target: '/kdi', mode: 'rw' }]));
+  const r = await run(
+    ours('install', '/kdi')
+      .withDroppedCapabilities('ALL')
+      .withNoNewPrivileges()
+      .withUser('1000680000:0')
+      .withBindMounts([{ source: dir, target: '/kdi', mode: 'rw' }]),
+  );
   return { dir, r };
 }
 
 function lastJson(out: string): Record<string, unknown> {
-  const line = out.trim().split('\n').reverse().find((l) => l.startsWith('{'));
+  const line = out
+    .trim()
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('{'));
   expect(line, out).toBeDefined();
   return JSON.parse(line!) as Record<string, unknown>;
 }
@@ -336,7 +352,12 @@ describe.skipIf(reason)(`the installed copy under env -i in other root filesyste
   it.each(cases)('%s (glibc %s) %s its own libstdc++', async (image, glibc, own) => {
     const remove = own === 'with' ? '' : 'rm -f /usr/lib/*-linux-gnu/libstdc++.so.6* /lib/*-linux-gnu/libstdc++.so.6*; ';
     const script = `${remove}getconf GNU_LIBC_VERSION; if /kdi/node --version >/dev/null 2>&1; then echo bare-node-ok; else echo bare-node-fails; fi; exec env -i /kdi/kong-db-init migrate --help`;
-    const r = await run(new Container(image).withNetworkMode('none').withBindMounts([{ source: dir, target: '/kdi', mode: 'ro' }]).withEntrypoint(['sh', '-c', script]));
+    const r = await run(
+      new Container(image)
+        .withNetworkMode('none')
+        .withBindMounts([{ source: dir, target: '/kdi', mode: 'ro' }])
+        .withEntrypoint(['sh', '-c', script]),
+    );
     expect(r.exitCode, r.all).toBe(0);
     expect(r.stdout).toContain(`glibc ${glibc}`);
     // without the image's libstdc++ the bare node cannot start: the launcher's fallback is what runs
@@ -357,17 +378,32 @@ describe.skipIf(reason)(`migrate from inside ${KONG_OLD} then ${KONG} (installed
   });
 
   /** Kong's container as the chart runs it: read-only root, an emptyDir on /tmp, our copy mounted. */
-  const kongMigrate = (image: string) => new Container(image).withNetwork(network).withReadOnlyRootFilesystem().withTmpFs({ '/tmp': 'rw' })
-    .withDroppedCapabilities('ALL').withBindMounts([{ source: dir, target: '/kong-db-init', mode: 'ro' }])
-    .withEnvironment({ KONG_DATABASE: 'postgres', KONG_PG_HOST: 'db', KONG_PG_PASSWORD: PW })
-    .withEntrypoint(['/kong-db-init/kong-db-init']).withCommand(['migrate', '--deadline', '2m', '--status-file', '-']);
+  const kongMigrate = (image: string) =>
+    new Container(image)
+      .withNetwork(network)
+      .withReadOnlyRootFilesystem()
+      .withTmpFs({ '/tmp': 'rw' })
+      .withDroppedCapabilities('ALL')
+      .withBindMounts([{ source: dir, target: '/kong-db-init', mode: 'ro' }])
+      .withEnvironment({ KONG_DATABASE: 'postgres', KONG_PG_HOST: 'db', KONG_PG_PASSWORD: PW })
+      .withEntrypoint(['/kong-db-init/kong-db-init'])
+      .withCommand(['migrate', '--deadline', '2m', '--status-file', '-']);
 
   it(`${KONG_OLD} bootstraps (started before Postgres, it waits for it), ${KONG} runs up, a rerun does nothing`, { timeout: 900_000 }, async () => {
     // Kong's container first: `db` does not even resolve yet, and migrate says it is waiting
-    const booting = tracked(await kongMigrate(KONG_OLD).withWaitStrategy(Wait.forLogMessage(/waiting for postgres/)).withStartupTimeout(120_000).start());
-    const pg = await new Container(PG).withNetwork(network).withNetworkAliases('db')
+    const booting = tracked(
+      await kongMigrate(KONG_OLD)
+        .withWaitStrategy(Wait.forLogMessage(/waiting for postgres/))
+        .withStartupTimeout(120_000)
+        .start(),
+    );
+    const pg = await new Container(PG)
+      .withNetwork(network)
+      .withNetworkAliases('db')
       .withEnvironment({ POSTGRES_USER: 'kong', POSTGRES_PASSWORD: PW, POSTGRES_DB: 'kong' })
-      .withWaitStrategy(Wait.forSuccessfulCommand('pg_isready -h 127.0.0.1 -p 5432 -U kong -d kong')).withStartupTimeout(180_000).start();
+      .withWaitStrategy(Wait.forSuccessfulCommand('pg_isready -h 127.0.0.1 -p 5432 -U kong -d kong'))
+      .withStartupTimeout(180_000)
+      .start();
     tracked(pg);
     const boot = await finished(booting, 300_000);
     expect(boot.exitCode, boot.all).toBe(0);

@@ -94,12 +94,14 @@ describe('faults (real Postgres, real processes; Kong: the 3.7.1 stand-in chain)
     expect(second.exitCode, second.stderr).toBe(0);
     // as real Kong (runs 30, 37, 38): `up` waits on the row, prints `aborted` once it expired, did nothing; we retry
     expect(second.stderr).toMatch(/lock row \(owner [0-9a-f-]{36}\) is held: --repair=false, waiting for its ttl/);
-    expect(second.stderr).toMatch(/\[kong migrations up\] aborted: another node is performing database changes\n.*kong migrations up was aborted by Kong's own lock; retrying/);
+    expect(second.stderr).toMatch(
+      /\[kong migrations up\] aborted: another node is performing database changes\n.*kong migrations up was aborted by Kong's own lock; retrying/,
+    );
     expect(second.stderr).not.toMatch(/repaired:/);
     await completedOnce(db);
   });
 
-  it("a leftover lock row while another session is on the database (it could be a running Kong): not deleted, its ttl is waited out", async () => {
+  it('a leftover lock row while another session is on the database (it could be a running Kong): not deleted, its ttl is waited out', async () => {
     const db = await createDb();
     await seed(db, '3.6');
     await db.query(`INSERT INTO locks VALUES ('migrations', 'other-node', (CURRENT_TIMESTAMP AT TIME ZONE 'UTC') + interval '4 seconds')`);
@@ -117,7 +119,7 @@ describe('faults (real Postgres, real processes; Kong: the 3.7.1 stand-in chain)
     }
   });
 
-  it("Kong's `up` gives up waiting for a leftover lock row (exit 1, \"timeout\"), --no-repair: migrate waits for the row to expire and retries", async () => {
+  it('Kong\'s `up` gives up waiting for a leftover lock row (exit 1, "timeout"), --no-repair: migrate waits for the row to expire and retries', async () => {
     const db = await createDb();
     await seed(db, '3.6');
     // Kong's `up` (--lock-timeout 1 s) starts well within these 6 s and gives up waiting for the row
@@ -175,7 +177,9 @@ describe('faults (real Postgres, real processes; Kong: the 3.7.1 stand-in chain)
     let err = '';
     child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
     await waitingForLock(() => err);
-    const killed = await db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'kong-db-init/%' AND application_name <> 'kong-db-init/other-pod'`);
+    const killed = await db.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'kong-db-init/%' AND application_name <> 'kong-db-init/other-pod'`,
+    );
     expect(killed.rows.length).toBeGreaterThan(0);
     await until(() => /reconnecting/.test(err), 30_000, 'the reconnect');
     await other.end();
@@ -260,7 +264,11 @@ describe('faults (real Postgres, real processes; Kong: the 3.7.1 stand-in chain)
     expect(st.error).toMatch(/kong migrations finish finished \(exit 0\) after the signal; the schema is now "new"/);
     expect(st.actions).toEqual([expect.objectContaining({ action: 'finish', exit: 0, note: 'finished after the signal' })]);
     expect(st.state_after).toBe('new');
-    expect(standinEvents(db).filter((e) => ['bootstrap', 'up', 'finish'].includes(e.ev)).map((e) => e.ev)).toEqual(['finish']);
+    expect(
+      standinEvents(db)
+        .filter((e) => ['bootstrap', 'up', 'finish'].includes(e.ev))
+        .map((e) => e.ev),
+    ).toEqual(['finish']);
     await expectKongGone(db);
     const h = await db.query(`SELECT outcome FROM kong_db_init_history`);
     expect(h.rows).toEqual([{ outcome: 'interrupted' }]);
@@ -336,7 +344,11 @@ describe('faults (real Postgres, real processes; Kong: the 3.7.1 stand-in chain)
     const db = await createDb();
     await seed(db, 'pending');
     // an operator's raw finish with a 2 s TTL whose teardown takes 8 s
-    const raw = execa(path.join(STANDIN_BIN, 'kong'), ['migrations', 'finish', '--lock-timeout', '2'], { env: db.env({ KONG_STANDIN_DELAY_MS: '8000' }), extendEnv: false, reject: false });
+    const raw = execa(path.join(STANDIN_BIN, 'kong'), ['migrations', 'finish', '--lock-timeout', '2'], {
+      env: db.env({ KONG_STANDIN_DELAY_MS: '8000' }),
+      extendEnv: false,
+      reject: false,
+    });
     await until(async () => (await db.query(`SELECT 1 FROM locks WHERE key = 'migrations'`)).rows.length === 1, 30_000, "the raw finish's lock row");
     const r = await runCli(['migrate', '--finish', 'always'], db.env());
     const rawResult = await raw;
@@ -381,8 +393,16 @@ describe('faults (real Postgres, real processes; Kong: the 3.7.1 stand-in chain)
       if (shape === '3.6') await seed(db, '3.6');
       const runs = await Promise.all(Array.from({ length: 32 }, () => spawnCli(['migrate'], db.env())));
       const codes = runs.map((r) => r.exitCode);
-      expect(codes.filter((c) => c !== 0), runs.map((r) => String(r.stderr)).find((_s, i) => codes[i] !== 0)?.slice(-1500)).toEqual([]);
-      const ev = standinEvents(db).filter((e) => ['bootstrap', 'up', 'finish'].includes(e.ev)).map((e) => e.ev);
+      expect(
+        codes.filter((c) => c !== 0),
+        runs
+          .map((r) => String(r.stderr))
+          .find((_s, i) => codes[i] !== 0)
+          ?.slice(-1500),
+      ).toEqual([]);
+      const ev = standinEvents(db)
+        .filter((e) => ['bootstrap', 'up', 'finish'].includes(e.ev))
+        .map((e) => e.ev);
       expect(ev).toEqual([shape === 'empty' ? 'bootstrap' : 'up']);
       await noDuplicates(db);
       expect(await listCode(db)).toBe(shape === 'empty' ? 0 : 4);

@@ -7,7 +7,20 @@
 import { describe, expect, it } from 'vitest';
 import { embeddedServer, type Server } from './helpers/embedded.js';
 import { holdLock, terminateLockSession } from './helpers/locks.js';
-import { alive, createDb, KONG_PASSWORD, listCode, readStatus, runCli, seed, spawnCli, standinEvents, standinPids, until, type TestDb } from './helpers/harness.js';
+import {
+  alive,
+  createDb,
+  KONG_PASSWORD,
+  listCode,
+  readStatus,
+  runCli,
+  seed,
+  spawnCli,
+  standinEvents,
+  standinPids,
+  until,
+  type TestDb,
+} from './helpers/harness.js';
 
 const teardowns = async (db: TestDb) => (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM standin_runs WHERE phase = 'teardown'`)).rows[0]!.n;
 const finishStarted = (db: TestDb) => standinEvents(db).some((e) => e.cmd === 'migrations finish' && e.ev === 'start');
@@ -35,7 +48,11 @@ describe('finish on the shared engine (real Postgres, real processes; Kong: the 
     expect(r.exitCode, String(r.stderr)).toBe(0);
     expect(String(r.stderr)).toMatch(/advisory-lock session was lost; a running Kong step goes on/);
     expect(String(r.stderr)).toMatch(/migration lock taken again on a new session; state re-read state=up-to-date/);
-    expect(readStatus(db)).toMatchObject({ command: 'finish', outcome: 'ok', actions: [expect.objectContaining({ action: 'finish', exit: 0, note: expect.stringMatching(/lock session was lost while it ran/) })] });
+    expect(readStatus(db)).toMatchObject({
+      command: 'finish',
+      outcome: 'ok',
+      actions: [expect.objectContaining({ action: 'finish', exit: 0, note: expect.stringMatching(/lock session was lost while it ran/) })],
+    });
     expect(await teardowns(db)).toBe(1);
     expect(await listCode(db)).toBe(0);
   });

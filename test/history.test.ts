@@ -35,8 +35,17 @@ async function tableOwnedByAdmin(db: TestDb, grants: string): Promise<void> {
 }
 
 const summary = (i: number): Summary => ({
-  tool: 'kong-db-init', version: '0.1.0', command: 'migrate', outcome: 'ok', exit_code: 0, pod: `pod-${i}`, actions: [],
-  wait_postgres_ms: 0, wait_lock_ms: 0, duration_ms: 1, started_at: new Date().toISOString(),
+  tool: 'kong-db-init',
+  version: '0.1.0',
+  command: 'migrate',
+  outcome: 'ok',
+  exit_code: 0,
+  pod: `pod-${i}`,
+  actions: [],
+  wait_postgres_ms: 0,
+  wait_lock_ms: 0,
+  duration_ms: 1,
+  started_at: new Date().toISOString(),
 });
 
 describe('history (real Postgres; Kong: the 3.7.1 stand-in)', () => {

@@ -39,18 +39,26 @@ describe('install DIR', () => {
     expect(h.stdout).toMatch(/--finish/);
     const ldd = await execa('ldd', [path.join(dir, 'node')]);
     console.log(`what the installed node links against:\n${ldd.stdout}`);
-    const libs = ldd.stdout.split('\n').map((l) => l.trim().split(/\s+/)[0]!).filter(Boolean);
-    for (const l of libs) expect(l).toMatch(/^(linux-vdso\.so\.1|libc\.so\.6|libm\.so\.6|libdl\.so\.2|libpthread\.so\.0|librt\.so\.1|libstdc\+\+\.so\.6|libgcc_s\.so\.1|\/lib64\/ld-linux-x86-64\.so\.2|\/lib\/ld-linux-aarch64\.so\.1)$/);
+    const libs = ldd.stdout
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/)[0]!)
+      .filter(Boolean);
+    for (const l of libs)
+      expect(l).toMatch(
+        /^(linux-vdso\.so\.1|libc\.so\.6|libm\.so\.6|libdl\.so\.2|libpthread\.so\.0|librt\.so\.1|libstdc\+\+\.so\.6|libgcc_s\.so\.1|\/lib64\/ld-linux-x86-64\.so\.2|\/lib\/ld-linux-aarch64\.so\.1)$/,
+      );
     // the bundled C++ runtime is loadable in place of the image's own
     const bundled = await execa('env', ['-i', `LD_LIBRARY_PATH=${dir}/lib`, 'ldd', path.join(dir, 'node')], { env: {}, extendEnv: false });
     expect(bundled.stdout).toContain(`${dir}/lib/libstdc++.so.6`);
   });
 
-  it('the installed copy migrates with nothing but Kong\'s own variables', async () => {
+  it("the installed copy migrates with nothing but Kong's own variables", async () => {
     const dir = await installTo();
     const db = await createDb();
     const env = db.env();
-    const only = Object.entries(env).filter(([k]) => k.startsWith('KONG_') || k === 'PATH').map(([k, v]) => `${k}=${v}`);
+    const only = Object.entries(env)
+      .filter(([k]) => k.startsWith('KONG_') || k === 'PATH')
+      .map(([k, v]) => `${k}=${v}`);
     const r = await execa('env', ['-i', ...only, path.join(dir, 'kong-db-init'), 'migrate'], { reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
     expect(await listCode(db)).toBe(0);
@@ -60,7 +68,9 @@ describe('install DIR', () => {
     const dir = await installTo();
     const db = await createDb();
     await seed(db, 'pending');
-    const env = Object.entries(db.env()).filter(([k]) => k.startsWith('KONG_') || k === 'PATH').map(([k, v]) => `${k}=${v}`);
+    const env = Object.entries(db.env())
+      .filter(([k]) => k.startsWith('KONG_') || k === 'PATH')
+      .map(([k, v]) => `${k}=${v}`);
     const child = execa('env', ['-i', ...env, path.join(dir, 'kong-db-init'), 'finish', '--then-idle', '--rollout=skip'], { reject: false });
     let err = '';
     child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
@@ -97,13 +107,13 @@ describe('install DIR', () => {
     expect(v.exitCode, v.stderr).toBe(0);
   });
 
-  it('an installed copy ships its own lib/ again (the image\'s old C++ runtime), not the loaded one', async () => {
+  it("an installed copy ships its own lib/ again (the image's old C++ runtime), not the loaded one", async () => {
     const first = await installTo();
-    fs.writeFileSync(path.join(first, 'lib', 'libstdc++.so.6'), 'marker: the copy\'s own library\n');
+    fs.writeFileSync(path.join(first, 'lib', 'libstdc++.so.6'), "marker: the copy's own library\n");
     const second = path.join(path.dirname(first), 'again');
     const r = await execa(path.join(first, 'node'), [path.join(first, 'app/cli.js'), 'install', second], { reject: false, env: { LD_LIBRARY_PATH: '' } });
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(fs.readFileSync(path.join(second, 'lib', 'libstdc++.so.6'), 'utf8')).toBe('marker: the copy\'s own library\n');
+    expect(fs.readFileSync(path.join(second, 'lib', 'libstdc++.so.6'), 'utf8')).toBe("marker: the copy's own library\n");
   });
 
   it.each([
@@ -130,7 +140,7 @@ describe('install: which files', () => {
     expect(runtimeLibraries(maps).map(soname)).toEqual(['libstdc++.so.6', 'libgcc_s.so.1']);
   });
 
-  it('an installed copy\'s own lib/ wins over the loaded libraries; without a libstdc++ there, the loaded ones', () => {
+  it("an installed copy's own lib/ wins over the loaded libraries; without a libstdc++ there, the loaded ones", () => {
     expect(libraryPlan('/opt/kdi', ['libstdc++.so.6', 'libgcc_s.so.1', 'README'], maps)).toEqual(['/opt/kdi/lib/libgcc_s.so.1', '/opt/kdi/lib/libstdc++.so.6']);
     expect(libraryPlan('/usr/bin', undefined, maps)).toEqual(['/lib/x86_64-linux-gnu/libgcc_s.so.1', '/usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30']);
     expect(libraryPlan('/usr/bin', ['libgcc_s.so.1'], maps)).toHaveLength(2);

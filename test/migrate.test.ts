@@ -3,7 +3,21 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { embeddedServer } from './helpers/embedded.js';
-import { createDb, KONG_PASSWORD, listCode, readStatus, runCli, runKong, seed, spawnCli, STANDIN_BIN, standinEvents, until, type Run, type TestDb } from './helpers/harness.js';
+import {
+  createDb,
+  KONG_PASSWORD,
+  listCode,
+  readStatus,
+  runCli,
+  runKong,
+  seed,
+  spawnCli,
+  STANDIN_BIN,
+  standinEvents,
+  until,
+  type Run,
+  type TestDb,
+} from './helpers/harness.js';
 
 const seenOutputs: string[] = [];
 function keep(r: Run): Run {
@@ -15,7 +29,10 @@ async function history(db: TestDb) {
   seenOutputs.push(JSON.stringify(r.rows));
   return r.rows as Array<Record<string, unknown>>;
 }
-const kongActions = (db: TestDb) => standinEvents(db).filter((e) => ['bootstrap', 'up', 'finish'].includes(e.ev)).map((e) => e.ev);
+const kongActions = (db: TestDb) =>
+  standinEvents(db)
+    .filter((e) => ['bootstrap', 'up', 'finish'].includes(e.ev))
+    .map((e) => e.ev);
 const summaryLine = (r: Run) => JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
 
 describe('migrate (real Postgres; Kong: the 3.7.1 stand-in)', () => {
@@ -83,17 +100,23 @@ describe('migrate (real Postgres; Kong: the 3.7.1 stand-in)', () => {
     const r = keep(await runCli(['migrate'], db.env()));
     expect(r.exitCode).toBe(0);
     expect(kongActions(db)).toEqual([]);
-    expect(standinEvents(db).map((e) => e.cmd).filter((c) => c !== 'migrations list')).toEqual([]);
+    expect(
+      standinEvents(db)
+        .map((e) => e.cmd)
+        .filter((c) => c !== 'migrations list'),
+    ).toEqual([]);
     expect(await history(db)).toHaveLength(0);
     expect(summaryLine(r)).toMatchObject({ outcome: 'ok', state_after: 'up-to-date', actions: [] });
   });
 
-  it('KONG_PG_SCHEMA: Kong\'s tables, its lock row and our history live in that schema', async () => {
+  it("KONG_PG_SCHEMA: Kong's tables, its lock row and our history live in that schema", async () => {
     const db = await createDb();
     const env = db.env({ KONG_PG_SCHEMA: 'gateway' });
     const r = keep(await runCli(['migrate'], env));
     expect(r.exitCode, r.stderr).toBe(0);
-    const tables = await db.query<{ t: string }>(`SELECT table_schema || '.' || table_name AS t FROM information_schema.tables WHERE table_name IN ('schema_meta', 'locks', 'kong_db_init_history') ORDER BY 1`);
+    const tables = await db.query<{ t: string }>(
+      `SELECT table_schema || '.' || table_name AS t FROM information_schema.tables WHERE table_name IN ('schema_meta', 'locks', 'kong_db_init_history') ORDER BY 1`,
+    );
     expect(tables.rows.map((x) => x.t)).toEqual(['gateway.kong_db_init_history', 'gateway.locks', 'gateway.schema_meta']);
     expect((await runCli(['status'], env)).exitCode).toBe(0);
     expect((await runCli(['status'], db.env())).exitCode).toBe(3); // public is still empty
@@ -184,7 +207,11 @@ describe('migrate (real Postgres; Kong: the 3.7.1 stand-in)', () => {
     // a Kong whose `list` is slow: the re-check after the bootstrap is where the signal lands
     const mark = path.join(db.dir, 'list-started');
     const slowList = path.join(db.dir, 'kong-slow-list');
-    fs.writeFileSync(slowList, `#!/bin/sh\nif [ "$1 $2" = "migrations list" ] && [ ! -e ${mark} ]; then : > ${mark}; sleep 2; fi\nexec ${path.join(STANDIN_BIN, 'kong')} "$@"\n`, { mode: 0o755 });
+    fs.writeFileSync(
+      slowList,
+      `#!/bin/sh\nif [ "$1 $2" = "migrations list" ] && [ ! -e ${mark} ]; then : > ${mark}; sleep 2; fi\nexec ${path.join(STANDIN_BIN, 'kong')} "$@"\n`,
+      { mode: 0o755 },
+    );
     const child = spawnCli(['migrate', '--kong-bin', slowList], db.env());
     await until(() => fs.existsSync(mark), 30_000, 'the re-check after bootstrap');
     child.kill('SIGTERM');
@@ -233,7 +260,10 @@ describe('migrate (real Postgres; Kong: the 3.7.1 stand-in)', () => {
     const db = await createDb();
     const r = keep(await runCli(['migrate', '--log-format', 'json'], db.env()));
     expect(r.exitCode).toBe(0);
-    const lines = r.stderr.trim().split('\n').map((l) => JSON.parse(l) as { time: string; level: string; msg: string });
+    const lines = r.stderr
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { time: string; level: string; msg: string });
     expect(lines.length).toBeGreaterThan(60);
     for (const l of lines) expect(Object.keys(l).slice(0, 3)).toEqual(['time', 'level', 'msg']);
     expect(lines.some((l) => l.msg === '[kong migrations bootstrap] Database is up-to-date')).toBe(true);
@@ -301,7 +331,12 @@ describe('secrets', () => {
     const rows = await history(db);
     expect(rows.map((r) => r.outcome)).toEqual(['failed', 'ok']);
     expect(String(rows[0]!.error)).toMatch(/failed to run migration '000_base_acl'/);
-    const everything = [...runs.flatMap((r) => [r.stdout, r.stderr]), readStatus(db) ? JSON.stringify(readStatus(db)) : '', JSON.stringify(rows), ...seenOutputs];
+    const everything = [
+      ...runs.flatMap((r) => [r.stdout, r.stderr]),
+      readStatus(db) ? JSON.stringify(readStatus(db)) : '',
+      JSON.stringify(rows),
+      ...seenOutputs,
+    ];
     for (const o of everything) expect(o).not.toContain(KONG_PASSWORD);
   });
 });

@@ -32,7 +32,10 @@ if (reason && REQUIRED) {
 
 /** Server connections the transaction pool holds before each run (see the file comment). */
 const WARM = 4;
-const kongActions = (db: TestDb) => standinEvents(db).filter((e) => ['bootstrap', 'up', 'finish'].includes(e.ev)).map((e) => e.ev);
+const kongActions = (db: TestDb) =>
+  standinEvents(db)
+    .filter((e) => ['bootstrap', 'up', 'finish'].includes(e.ev))
+    .map((e) => e.ev);
 const viaPooler = (db: TestDb, b: PgBouncer, extra: Record<string, string> = {}) => db.env({ KONG_PG_HOST: b.host, KONG_PG_PORT: String(b.port), ...extra });
 const lockHost = (db: TestDb) => ['--lock-host', db.host, '--lock-port', String(db.port)];
 const login = (db: TestDb) => ({ user: db.user, password: db.password, database: db.name });
@@ -44,7 +47,8 @@ const advisoryLocks = async (db: TestDb) =>
         WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
     )
   ).rows;
-const POOLER_MESSAGE = /the advisory lock taken on .* is not held by the session that took it: a pooler in transaction mode \(PgBouncer pool_mode=transaction\) sits between us and Postgres; point the lock session at Postgres directly with --lock-host\/--lock-port/;
+const POOLER_MESSAGE =
+  /the advisory lock taken on .* is not held by the session that took it: a pooler in transaction mode \(PgBouncer pool_mode=transaction\) sits between us and Postgres; point the lock session at Postgres directly with --lock-host\/--lock-port/;
 
 describe.skipIf(reason)(`a real PgBouncer (${VERSION ?? `skipped: ${reason}`}) between kong-db-init, Kong and Postgres`, () => {
   // one database per test; PgBouncer's userlist is written at start, so they are made first
@@ -66,7 +70,8 @@ describe.skipIf(reason)(`a real PgBouncer (${VERSION ?? `skipped: ${reason}`}) b
   });
 
   const warm = async (db: TestDb) => expect((await warmPool(tx!, login(db), WARM)).length).toBe(WARM);
-  const fail = (r: Run, b: PgBouncer | undefined) => `exit ${r.exitCode}\n${r.stderr}\n--- pgbouncer log (end) ---\n${b?.log().split('\n').slice(-20).join('\n')}`;
+  const fail = (r: Run, b: PgBouncer | undefined) =>
+    `exit ${r.exitCode}\n${r.stderr}\n--- pgbouncer log (end) ---\n${b?.log().split('\n').slice(-20).join('\n')}`;
 
   describe('pool_mode=transaction', () => {
     it('migrate without --lock-host: exit 13, the message names --lock-host; Kong changed nothing', async () => {

@@ -19,7 +19,13 @@ import { buildKubeCheck, docs, goAvailable, helmBinaries, helmEnv, kubeProblems,
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const FIX = path.join(ROOT, 'test/fixtures/render');
 const run = (input: string, args: string[], env: Record<string, string> = {}) =>
-  execa(process.execPath, [CLI, 'post-render', '--image', 'kong-db-init:ci', ...args], { input, reject: false, extendEnv: false, env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir(), ...env }, stripFinalNewline: false });
+  execa(process.execPath, [CLI, 'post-render', '--image', 'kong-db-init:ci', ...args], {
+    input,
+    reject: false,
+    extendEnv: false,
+    env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir(), ...env },
+    stripFinalNewline: false,
+  });
 const haveGo = goAvailable();
 beforeAll(async () => {
   if (haveGo) await buildKubeCheck();
@@ -75,7 +81,10 @@ describe('post-render --finish-sidecar', () => {
 
   it("removes the chart's post-upgrade finish Job when Helm 4 passes hooks (and keeps it without the flag)", async () => {
     const hooks = withSa(fs.readFileSync(path.join(FIX, 'helm4-hooks.yaml'), 'utf8'));
-    const jobs = (s: string) => docs(s).filter((d) => d.kind === 'Job').map((d) => d.metadata.name as string);
+    const jobs = (s: string) =>
+      docs(s)
+        .filter((d) => d.kind === 'Job')
+        .map((d) => d.metadata.name as string);
     const without = await run(hooks, []);
     expect(without.exitCode, without.stderr).toBe(0);
     expect(jobs(without.stdout).some((n) => n.endsWith('-post-upgrade-migrations'))).toBe(true);
@@ -92,13 +101,18 @@ describe('post-render --finish-sidecar', () => {
       const r = await run(input, ['--finish-sidecar', '--namespace', 'kong', '--post-upgrade-off']);
       expect(r.exitCode).toBe(20);
       expect(r.stdout).toBe('');
-      expect(r.stderr).toMatch(/runs as the namespace's "default" ServiceAccount: the finish Role \(list pods, workloads\) is not bound to it.*deployment\.serviceAccount\.create=true \(the chart's default\), or deployment\.serviceAccount\.name=NAME/);
+      expect(r.stderr).toMatch(
+        /runs as the namespace's "default" ServiceAccount: the finish Role \(list pods, workloads\) is not bound to it.*deployment\.serviceAccount\.create=true \(the chart's default\), or deployment\.serviceAccount\.name=NAME/,
+      );
     }
   });
 
   it('--all-in-one: the sidecar runs the all-in-one image, which holds the program at /opt/kong-db-init; no program volume (issue 14 item 3)', async () => {
     const aio = 'registry.example.com/kong-db-init-aio:3.7.1.0';
-    const r = await execa(process.execPath, [CLI, 'post-render', '--all-in-one', aio, '--pull-policy', 'Always', '--finish-sidecar', '--namespace', 'kong'], { input: enterprise, reject: false });
+    const r = await execa(process.execPath, [CLI, 'post-render', '--all-in-one', aio, '--pull-policy', 'Always', '--finish-sidecar', '--namespace', 'kong'], {
+      input: enterprise,
+      reject: false,
+    });
     expect(r.exitCode, r.stderr).toBe(0);
     const dep = docs(r.stdout).find((d) => d.kind === 'Deployment')!;
     const spec = dep.spec.template.spec as Obj;
@@ -136,36 +150,83 @@ const helm = helmBinaries();
 const e2eChart = path.join(ROOT, 'test/e2e/chart/kong-e2e');
 const pr = path.join(ROOT, 'charts/post-renderer/helm3-post-render');
 const cliEnv = { KONG_DB_INIT_CLI: `${process.execPath} ${CLI}` };
-const jobs = (s: string) => docs(s).filter((d) => d.kind === 'Job').map((d) => d.metadata.name as string);
+const jobs = (s: string) =>
+  docs(s)
+    .filter((d) => d.kind === 'Job')
+    .map((d) => d.metadata.name as string);
 
-describe.skipIf(!helm.v3)(`--finish-sidecar with real Helm 3: no silent race with the chart's post-upgrade Job (issue 14 items 5, 14)${helm.v3 ? '' : ' (skipped: no helm v3 in KDI_HELM3_BIN)'}`, () => {
-  const tpl = (...args: string[]) =>
-    execa(helm.v3!, ['template', 'rel', e2eChart, '--namespace', 'kdi', '--set', 'pg.host=pg', '--set', 'migrations.preUpgrade=false', '--post-renderer', pr, '--post-renderer-args', '--image=kong-db-init:ci', '--post-renderer-args', '--finish-sidecar', ...args], { env: helmEnv(cliEnv), reject: false });
+describe.skipIf(!helm.v3)(
+  `--finish-sidecar with real Helm 3: no silent race with the chart's post-upgrade Job (issue 14 items 5, 14)${helm.v3 ? '' : ' (skipped: no helm v3 in KDI_HELM3_BIN)'}`,
+  () => {
+    const tpl = (...args: string[]) =>
+      execa(
+        helm.v3!,
+        [
+          'template',
+          'rel',
+          e2eChart,
+          '--namespace',
+          'kdi',
+          '--set',
+          'pg.host=pg',
+          '--set',
+          'migrations.preUpgrade=false',
+          '--post-renderer',
+          pr,
+          '--post-renderer-args',
+          '--image=kong-db-init:ci',
+          '--post-renderer-args',
+          '--finish-sidecar',
+          ...args,
+        ],
+        { env: helmEnv(cliEnv), reject: false },
+      );
 
-  it('the chart\'s post-upgrade Job left on (the old charts/README example): helm fails and shows why and the fix', async () => {
-    const r = await tpl();
-    expect(r.exitCode).not.toBe(0);
-    expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(/--finish-sidecar: Helm passed no hooks \(Helm 3 never shows a post-renderer the chart's hook Jobs\)/);
-    expect(r.stderr).toMatch(/--set migrations\.postUpgrade=false --post-renderer-args --post-upgrade-off/);
-  });
+    it("the chart's post-upgrade Job left on (the old charts/README example): helm fails and shows why and the fix", async () => {
+      const r = await tpl();
+      expect(r.exitCode).not.toBe(0);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toMatch(/--finish-sidecar: Helm passed no hooks \(Helm 3 never shows a post-renderer the chart's hook Jobs\)/);
+      expect(r.stderr).toMatch(/--set migrations\.postUpgrade=false --post-renderer-args --post-upgrade-off/);
+    });
 
-  it('with migrations.postUpgrade=false and --post-upgrade-off: the sidecar, and no finish Job', async () => {
-    const r = await tpl('--set', 'migrations.postUpgrade=false', '--post-renderer-args', '--post-upgrade-off');
-    expect(r.exitCode, r.stderr).toBe(0);
-    expect(jobs(r.stdout)).toEqual([]);
-    const dep = docs(r.stdout).find((d) => d.kind === 'Deployment')!;
-    expect(dep.spec.template.spec.containers.map((c: Obj) => c.name)).toEqual(['proxy', FINISH_CONTAINER]);
-    passesRestricted(r.stdout);
-  });
-});
+    it('with migrations.postUpgrade=false and --post-upgrade-off: the sidecar, and no finish Job', async () => {
+      const r = await tpl('--set', 'migrations.postUpgrade=false', '--post-renderer-args', '--post-upgrade-off');
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(jobs(r.stdout)).toEqual([]);
+      const dep = docs(r.stdout).find((d) => d.kind === 'Deployment')!;
+      expect(dep.spec.template.spec.containers.map((c: Obj) => c.name)).toEqual(['proxy', FINISH_CONTAINER]);
+      passesRestricted(r.stdout);
+    });
+  },
+);
 
 describe.skipIf(!helm.v4)(`--finish-sidecar with real Helm 4 (hooks passed)${helm.v4 ? '' : ' (skipped: no helm v4 in KDI_HELM4_BIN)'}`, () => {
   it('removes the post-upgrade Job; with every hook Job off there is nothing to refuse', async () => {
     const env = helmEnv(cliEnv);
     const inst = await execa(helm.v4!, ['plugin', 'install', path.join(ROOT, 'charts/post-renderer/kong-db-init')], { env, reject: false });
     expect(inst.exitCode, inst.stderr).toBe(0);
-    const tpl = (...args: string[]) => execa(helm.v4!, ['template', 'rel', e2eChart, '--namespace', 'kdi', '--set', 'pg.host=pg', '--post-renderer', 'kong-db-init', '--post-renderer-args', '--image=kong-db-init:ci', '--post-renderer-args', '--finish-sidecar', ...args], { env, reject: false });
+    const tpl = (...args: string[]) =>
+      execa(
+        helm.v4!,
+        [
+          'template',
+          'rel',
+          e2eChart,
+          '--namespace',
+          'kdi',
+          '--set',
+          'pg.host=pg',
+          '--post-renderer',
+          'kong-db-init',
+          '--post-renderer-args',
+          '--image=kong-db-init:ci',
+          '--post-renderer-args',
+          '--finish-sidecar',
+          ...args,
+        ],
+        { env, reject: false },
+      );
     const withHooks = await tpl();
     expect(withHooks.exitCode, withHooks.stderr).toBe(0);
     expect(jobs(withHooks.stdout)).toEqual([]);

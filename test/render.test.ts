@@ -10,7 +10,13 @@ import { buildKubeCheck, docs, goAvailable, helmBinaries, kubePsaOfOurs, psaProb
 
 const FIX = path.join(ROOT, 'test/fixtures/render');
 const read = (f: string) => fs.readFileSync(path.join(FIX, f), 'utf8');
-const base: RenderOptions = { image: 'registry.example.com/kong-db-init:test', pullPolicy: 'IfNotPresent', finish: 'auto', replaceWait: false, allowNoKong: false };
+const base: RenderOptions = {
+  image: 'registry.example.com/kong-db-init:test',
+  pullPolicy: 'IfNotPresent',
+  finish: 'auto',
+  replaceWait: false,
+  allowNoKong: false,
+};
 const haveGo = goAvailable();
 beforeAll(async () => {
   if (haveGo) await buildKubeCheck();
@@ -42,7 +48,9 @@ describe('post-render transform', () => {
       const outChunks = splitStream(output).map((c) => c.text);
       const verbatim = splitStream(input).filter((c) => outChunks.includes(c.text)).length;
       const inDocs = docs(input);
-      const edited = inDocs.filter((d) => ['Deployment', 'DaemonSet'].includes(d.kind) && JSON.stringify(d).includes('KONG_DATABASE","value":"postgres')).length;
+      const edited = inDocs.filter(
+        (d) => ['Deployment', 'DaemonSet'].includes(d.kind) && JSON.stringify(d).includes('KONG_DATABASE","value":"postgres'),
+      ).length;
       const removed = inDocs.filter((d) => d.kind === 'Job' && /init-migrations|pre-upgrade/.test(d.metadata.name)).length;
       expect(verbatim + edited + removed).toBe(splitStream(input).length);
       expect(postRender(output, { ...base, ...opts }).output).toBe(output);
@@ -98,7 +106,11 @@ describe('post-render transform', () => {
   });
 
   it.each([
-    ['malformed YAML names line and column', '---\nkind: ConfigMap\n---\nkind: Deployment\nspec: [\n  a: b\n', /malformed YAML at line 7, column 1: Flow sequence/],
+    [
+      'malformed YAML names line and column',
+      '---\nkind: ConfigMap\n---\nkind: Deployment\nspec: [\n  a: b\n',
+      /malformed YAML at line 7, column 1: Flow sequence/,
+    ],
     ['empty input', '  \n', /empty input/],
     ['no Kong chart objects at all', 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n', /no Kong chart workload was found.*--allow-no-kong/],
     [
@@ -113,7 +125,13 @@ describe('post-render transform', () => {
 
 describe('post-render process (stdin → stdout)', () => {
   const run = (args: string[], input: string, env: Record<string, string> = {}) =>
-    execa(process.execPath, [CLI, 'post-render', ...args], { input, reject: false, env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir(), ...env }, extendEnv: false, stripFinalNewline: false });
+    execa(process.execPath, [CLI, 'post-render', ...args], {
+      input,
+      reject: false,
+      env: { PATH: process.env.PATH!, TMPDIR: os.tmpdir(), ...env },
+      extendEnv: false,
+      stripFinalNewline: false,
+    });
 
   it('writes the transformed stream and reports what it changed on stderr', async () => {
     const r = await run(['--finish', 'always', '--image', 'kong-db-init:ci', '--pull-policy=Never'], read('helm3-postgres.yaml'));
@@ -143,7 +161,10 @@ describe('post-render process (stdin → stdout)', () => {
   });
 
   it('drains large outputs completely (> 64 KiB through a pipe)', async () => {
-    const filler = Array.from({ length: 400 }, (_, i) => `---\n# Source: big/cm-${i}.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-${i}\ndata:\n  blob: "${'x'.repeat(400)}"\n`).join('');
+    const filler = Array.from(
+      { length: 400 },
+      (_, i) => `---\n# Source: big/cm-${i}.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-${i}\ndata:\n  blob: "${'x'.repeat(400)}"\n`,
+    ).join('');
     const input = filler + read('helm3-postgres.yaml');
     expect(input.length).toBeGreaterThan(200_000);
     const r = await run([], input, { KONG_DB_INIT_IMAGE: 'kong-db-init:ci' });
@@ -164,127 +185,201 @@ const chart = path.join(ROOT, 'test/fixtures/chart/kong-mini');
 
 const cliEnv = { KONG_DB_INIT_CLI: `${process.execPath} ${CLI}` };
 
-describe.skipIf(!helm.v3)(`helm 3 template through the post-renderer executable${helm.v3 ? '' : ' (skipped: no helm v3 on PATH, KDI_HELM3_BIN or .tmp/helm3)'}`, () => {
-  const pr = path.join(ROOT, 'charts/post-renderer/helm3-post-render');
-  it('removes the init Job, injects the init container, leaves the hooks (Helm 3 never passes them)', async () => {
-    const r = await execa(helm.v3!, ['template', 'rel', chart, '--post-renderer', pr, '--post-renderer-args', '--finish=always', '--post-renderer-args', '--image=kong-db-init:ci'], { reject: false, env: cliEnv });
-    expect(r.exitCode, r.stderr).toBe(0);
-    const out = docs(r.stdout);
-    expect(out.map((d) => `${d.kind}/${d.metadata.name}`)).toEqual(['ConfigMap/rel-scripts', 'Deployment/rel-kong', 'Job/rel-kong-pre-upgrade-migrations', 'Job/rel-kong-post-upgrade-migrations']);
-    const mig = out[1]!.spec.template.spec.initContainers.find((c: { name: string }) => c.name === 'kong-db-init');
-    expect(mig.args).toEqual(['--finish=always']);
-    expect(out[1]!.spec.template.spec.volumes[0].configMap.defaultMode).toBe(0o755);
-    validateWorkloads(r.stdout);
-  });
-  it('a failing post-render fails helm with our message (no --image: how to build and push it)', async () => {
-    const r = await execa(helm.v3!, ['template', 'rel', chart, '--post-renderer', pr], { reject: false, env: cliEnv });
-    expect(r.exitCode).not.toBe(0);
-    expect(r.stderr).toMatch(/no image for the kong-db-init-install init container: pass --image REF \(or set KONG_DB_INIT_IMAGE\): build and push/);
-  });
-  it('DB-less: helm succeeds and the release is unchanged', async () => {
-    const plain = await execa(helm.v3!, ['template', 'rel', chart, '--set', 'database=off'], { reject: false });
-    const r = await execa(helm.v3!, ['template', 'rel', chart, '--set', 'database=off', '--post-renderer', pr], { reject: false, env: cliEnv });
-    expect(r.exitCode, r.stderr).toBe(0);
-    expect(docs(r.stdout)).toEqual(docs(plain.stdout));
-  });
-  it('values overlay: generated from a render, applied with -f, round-trips; post-render then changes nothing; --check catches a stale overlay', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-values-'));
-    const user = path.join(dir, 'user.yaml');
-    fs.writeFileSync(user, 'envFrom:\n- secretRef:\n    name: kong-db\ndeployment:\n  initContainers:\n  - name: fetch-geoip\n    image: busybox:1.36\n    command: ["true"]\n    volumeMounts:\n    - {name: geoip, mountPath: /data}\n  userDefinedVolumes:\n  - name: geoip\n    emptyDir: {}\n  userDefinedVolumeMounts:\n  - {name: geoip, mountPath: /opt/geoip}\n');
-    const tpl = async (...f: string[]) => (await execa(helm.v3!, ['template', 'rel', chart, ...f.flatMap((x) => ['-f', x])])).stdout;
-    const values = (input: string, ...args: string[]) => execa(process.execPath, [CLI, 'values', '--image', 'kong-db-init:ci', ...args], { input, reject: false });
-    const first = await values(await tpl(user), '-f', user);
-    expect(first.exitCode, first.stderr).toBe(0);
-    const overlay = path.join(dir, 'kong-db-init-values.yaml');
-    fs.writeFileSync(overlay, first.stdout);
-    const withOverlay = await tpl(user, overlay);
-    const out = docs(withOverlay);
-    expect(out.map((d) => `${d.kind}/${d.metadata.name}`)).toEqual(['ConfigMap/rel-scripts', 'Deployment/rel-kong', 'Job/rel-kong-post-upgrade-migrations']);
-    const spec = out[1]!.spec.template.spec;
-    expect(spec.initContainers.map((c: { name: string }) => c.name)).toEqual(['clear-stale-pid', 'fetch-geoip', 'kong-db-init-install', 'kong-db-init', 'wait-for-db']);
-    const proxy = spec.containers[0];
-    const mig = spec.initContainers[3];
-    expect(mig.env).toEqual(proxy.env);
-    expect(mig.envFrom).toEqual([{ secretRef: { name: 'kong-db' } }]);
-    expect(mig.volumeMounts.slice(0, -1)).toEqual(proxy.volumeMounts);
-    expect(spec.volumes.map((v: { name: string }) => v.name)).toEqual(['scripts', 'geoip', 'kong-db-init-bin']);
-    validateWorkloads(withOverlay);
-    // round trip: the render that includes the overlay gives the same overlay, and post-render leaves it alone
-    const again = await values(withOverlay, '-f', user);
-    expect(again.stdout).toBe(first.stdout);
-    const same = await values(withOverlay, '-f', user, '--check', overlay);
-    expect(same.exitCode, same.stderr).toBe(0);
-    expect(postRender(withOverlay, base).output).toBe(withOverlay);
-    // the user changes the Kong image: the committed overlay is stale
-    fs.appendFileSync(user, 'image: kong:3.8.0\n');
-    const stale = await values(await tpl(user, overlay), '-f', user, '--check', overlay);
-    expect(stale.exitCode).toBe(21);
-    expect(stale.stderr).toMatch(/is stale/);
-    expect(stale.stderr).toMatch(/^- +image: kong:3\.7\.1$/m);
-    expect(stale.stderr).toMatch(/^\+ +image: kong:3\.8\.0$/m);
-    // without -f, a volume of the user's cannot be told from the chart's: refuse rather than drop it
-    const noF = await values(await tpl(user));
-    expect(noF.exitCode).toBe(2);
-    expect(noF.stderr).toMatch(/pass your values files with -f/);
-  });
-});
+describe.skipIf(!helm.v3)(
+  `helm 3 template through the post-renderer executable${helm.v3 ? '' : ' (skipped: no helm v3 on PATH, KDI_HELM3_BIN or .tmp/helm3)'}`,
+  () => {
+    const pr = path.join(ROOT, 'charts/post-renderer/helm3-post-render');
+    it('removes the init Job, injects the init container, leaves the hooks (Helm 3 never passes them)', async () => {
+      const r = await execa(
+        helm.v3!,
+        ['template', 'rel', chart, '--post-renderer', pr, '--post-renderer-args', '--finish=always', '--post-renderer-args', '--image=kong-db-init:ci'],
+        { reject: false, env: cliEnv },
+      );
+      expect(r.exitCode, r.stderr).toBe(0);
+      const out = docs(r.stdout);
+      expect(out.map((d) => `${d.kind}/${d.metadata.name}`)).toEqual([
+        'ConfigMap/rel-scripts',
+        'Deployment/rel-kong',
+        'Job/rel-kong-pre-upgrade-migrations',
+        'Job/rel-kong-post-upgrade-migrations',
+      ]);
+      const mig = out[1]!.spec.template.spec.initContainers.find((c: { name: string }) => c.name === 'kong-db-init');
+      expect(mig.args).toEqual(['--finish=always']);
+      expect(out[1]!.spec.template.spec.volumes[0].configMap.defaultMode).toBe(0o755);
+      validateWorkloads(r.stdout);
+    });
+    it('a failing post-render fails helm with our message (no --image: how to build and push it)', async () => {
+      const r = await execa(helm.v3!, ['template', 'rel', chart, '--post-renderer', pr], { reject: false, env: cliEnv });
+      expect(r.exitCode).not.toBe(0);
+      expect(r.stderr).toMatch(/no image for the kong-db-init-install init container: pass --image REF \(or set KONG_DB_INIT_IMAGE\): build and push/);
+    });
+    it('DB-less: helm succeeds and the release is unchanged', async () => {
+      const plain = await execa(helm.v3!, ['template', 'rel', chart, '--set', 'database=off'], { reject: false });
+      const r = await execa(helm.v3!, ['template', 'rel', chart, '--set', 'database=off', '--post-renderer', pr], { reject: false, env: cliEnv });
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(docs(r.stdout)).toEqual(docs(plain.stdout));
+    });
+    it('values overlay: generated from a render, applied with -f, round-trips; post-render then changes nothing; --check catches a stale overlay', async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-values-'));
+      const user = path.join(dir, 'user.yaml');
+      fs.writeFileSync(
+        user,
+        'envFrom:\n- secretRef:\n    name: kong-db\ndeployment:\n  initContainers:\n  - name: fetch-geoip\n    image: busybox:1.36\n    command: ["true"]\n    volumeMounts:\n    - {name: geoip, mountPath: /data}\n  userDefinedVolumes:\n  - name: geoip\n    emptyDir: {}\n  userDefinedVolumeMounts:\n  - {name: geoip, mountPath: /opt/geoip}\n',
+      );
+      const tpl = async (...f: string[]) => (await execa(helm.v3!, ['template', 'rel', chart, ...f.flatMap((x) => ['-f', x])])).stdout;
+      const values = (input: string, ...args: string[]) =>
+        execa(process.execPath, [CLI, 'values', '--image', 'kong-db-init:ci', ...args], { input, reject: false });
+      const first = await values(await tpl(user), '-f', user);
+      expect(first.exitCode, first.stderr).toBe(0);
+      const overlay = path.join(dir, 'kong-db-init-values.yaml');
+      fs.writeFileSync(overlay, first.stdout);
+      const withOverlay = await tpl(user, overlay);
+      const out = docs(withOverlay);
+      expect(out.map((d) => `${d.kind}/${d.metadata.name}`)).toEqual(['ConfigMap/rel-scripts', 'Deployment/rel-kong', 'Job/rel-kong-post-upgrade-migrations']);
+      const spec = out[1]!.spec.template.spec;
+      expect(spec.initContainers.map((c: { name: string }) => c.name)).toEqual([
+        'clear-stale-pid',
+        'fetch-geoip',
+        'kong-db-init-install',
+        'kong-db-init',
+        'wait-for-db',
+      ]);
+      const proxy = spec.containers[0];
+      const mig = spec.initContainers[3];
+      expect(mig.env).toEqual(proxy.env);
+      expect(mig.envFrom).toEqual([{ secretRef: { name: 'kong-db' } }]);
+      expect(mig.volumeMounts.slice(0, -1)).toEqual(proxy.volumeMounts);
+      expect(spec.volumes.map((v: { name: string }) => v.name)).toEqual(['scripts', 'geoip', 'kong-db-init-bin']);
+      validateWorkloads(withOverlay);
+      // round trip: the render that includes the overlay gives the same overlay, and post-render leaves it alone
+      const again = await values(withOverlay, '-f', user);
+      expect(again.stdout).toBe(first.stdout);
+      const same = await values(withOverlay, '-f', user, '--check', overlay);
+      expect(same.exitCode, same.stderr).toBe(0);
+      expect(postRender(withOverlay, base).output).toBe(withOverlay);
+      // the user changes the Kong image: the committed overlay is stale
+      fs.appendFileSync(user, 'image: kong:3.8.0\n');
+      const stale = await values(await tpl(user, overlay), '-f', user, '--check', overlay);
+      expect(stale.exitCode).toBe(21);
+      expect(stale.stderr).toMatch(/is stale/);
+      expect(stale.stderr).toMatch(/^- +image: kong:3\.7\.1$/m);
+      expect(stale.stderr).toMatch(/^\+ +image: kong:3\.8\.0$/m);
+      // without -f, a volume of the user's cannot be told from the chart's: refuse rather than drop it
+      const noF = await values(await tpl(user));
+      expect(noF.exitCode).toBe(2);
+      expect(noF.stderr).toMatch(/pass your values files with -f/);
+    });
+  },
+);
 
-describe.skipIf(!helm.v4)(`helm 4 template through the post-renderer plugin${helm.v4 ? '' : ' (skipped: no helm v4 on PATH, KDI_HELM4_BIN or .tmp/helm4)'}`, () => {
-  it('plugin install, then hooks are passed: the pre-upgrade Job goes, the post-upgrade Job stays; a failure shows our message', async () => {
-    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-helm4-'));
-    const env: Record<string, string | undefined> = { ...process.env, ...cliEnv, HELM_CONFIG_HOME: path.join(home, 'c'), HELM_DATA_HOME: path.join(home, 'd'), HELM_CACHE_HOME: path.join(home, 'x') };
-    delete env.HELM_PLUGINS;
-    delete env.KONG_DB_INIT_IMAGE;
-    const inst = await execa(helm.v4!, ['plugin', 'install', path.join(ROOT, 'charts/post-renderer/kong-db-init')], { env, reject: false });
-    expect(inst.exitCode, inst.stderr).toBe(0);
-    const r = await execa(helm.v4!, ['template', 'rel', chart, '--post-renderer', 'kong-db-init'], { env: { ...env, KONG_DB_INIT_IMAGE: 'kong-db-init:ci' }, reject: false });
-    expect(r.exitCode, r.stderr).toBe(0);
-    const out = docs(r.stdout);
-    expect(out.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual(['ConfigMap/rel-scripts', 'Deployment/rel-kong', 'Job/rel-kong-post-upgrade-migrations']);
-    validateWorkloads(r.stdout);
-    // Helm 4 drops a plugin's stderr: the plugin writes to Helm's own stderr, and to the error file
-    // (helm's stderr as a user's terminal or CI log would be: a file here, since a Node parent's would be a socket)
-    const helmStderr = path.join(home, 'helm.stderr');
-    const bad = await execa('sh', ['-c', 'exec "$0" template rel "$1" --post-renderer kong-db-init 2>>"$2"', helm.v4!, chart, helmStderr], { env: { ...env, TMPDIR: home }, reject: false });
-    const seen = fs.readFileSync(helmStderr, 'utf8');
-    expect(bad.exitCode).not.toBe(0);
-    expect(seen).toMatch(/plugin "kong-db-init" exited with error/);
-    expect(seen, seen).toMatch(/kong-db-init post-render: no image for the kong-db-init-install init container/);
-    expect(fs.readFileSync(path.join(home, `kong-db-init-${process.getuid!()}`, 'post-render.err'), 'utf8')).toMatch(/no image for the kong-db-init-install init container/);
-  });
+describe.skipIf(!helm.v4)(
+  `helm 4 template through the post-renderer plugin${helm.v4 ? '' : ' (skipped: no helm v4 on PATH, KDI_HELM4_BIN or .tmp/helm4)'}`,
+  () => {
+    it('plugin install, then hooks are passed: the pre-upgrade Job goes, the post-upgrade Job stays; a failure shows our message', async () => {
+      const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-helm4-'));
+      const env: Record<string, string | undefined> = {
+        ...process.env,
+        ...cliEnv,
+        HELM_CONFIG_HOME: path.join(home, 'c'),
+        HELM_DATA_HOME: path.join(home, 'd'),
+        HELM_CACHE_HOME: path.join(home, 'x'),
+      };
+      delete env.HELM_PLUGINS;
+      delete env.KONG_DB_INIT_IMAGE;
+      const inst = await execa(helm.v4!, ['plugin', 'install', path.join(ROOT, 'charts/post-renderer/kong-db-init')], { env, reject: false });
+      expect(inst.exitCode, inst.stderr).toBe(0);
+      const r = await execa(helm.v4!, ['template', 'rel', chart, '--post-renderer', 'kong-db-init'], {
+        env: { ...env, KONG_DB_INIT_IMAGE: 'kong-db-init:ci' },
+        reject: false,
+      });
+      expect(r.exitCode, r.stderr).toBe(0);
+      const out = docs(r.stdout);
+      expect(out.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual([
+        'ConfigMap/rel-scripts',
+        'Deployment/rel-kong',
+        'Job/rel-kong-post-upgrade-migrations',
+      ]);
+      validateWorkloads(r.stdout);
+      // Helm 4 drops a plugin's stderr: the plugin writes to Helm's own stderr, and to the error file
+      // (helm's stderr as a user's terminal or CI log would be: a file here, since a Node parent's would be a socket)
+      const helmStderr = path.join(home, 'helm.stderr');
+      const bad = await execa('sh', ['-c', 'exec "$0" template rel "$1" --post-renderer kong-db-init 2>>"$2"', helm.v4!, chart, helmStderr], {
+        env: { ...env, TMPDIR: home },
+        reject: false,
+      });
+      const seen = fs.readFileSync(helmStderr, 'utf8');
+      expect(bad.exitCode).not.toBe(0);
+      expect(seen).toMatch(/plugin "kong-db-init" exited with error/);
+      expect(seen, seen).toMatch(/kong-db-init post-render: no image for the kong-db-init-install init container/);
+      expect(fs.readFileSync(path.join(home, `kong-db-init-${process.getuid!()}`, 'post-render.err'), 'utf8')).toMatch(
+        /no image for the kong-db-init-install init container/,
+      );
+    });
 
-  // issue 14 item 4: `helm … 2> file` opens the file without O_APPEND; Helm writes its own error
-  // after the plugin exits, from its own offset, over whatever the plugin appended.
-  it.each([
-    ['a short message', [] as string[], /^kong-db-init post-render: empty input: expected the manifests rendered by helm on stdin/m, 'x'],
-    ['a long message', ['--post-renderer-args', '--pull-policy=Always'], /^kong-db-init post-render: no image for the kong-db-init-install init container: pass --image REF .*or use --all-in-one IMAGE \(also written to /m, ''],
-  ])('helm 4 with its stderr a file (`2> file`): %s survives, after Helm\'s own error', async (_n, extra, re, stdin) => {
-    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-helm4-file-'));
-    const env: Record<string, string | undefined> = { ...process.env, ...cliEnv, HELM_CONFIG_HOME: path.join(home, 'c'), HELM_DATA_HOME: path.join(home, 'd'), HELM_CACHE_HOME: path.join(home, 'x'), TMPDIR: home };
-    delete env.HELM_PLUGINS;
-    delete env.KONG_DB_INIT_IMAGE;
-    expect((await execa(helm.v4!, ['plugin', 'install', path.join(ROOT, 'charts/post-renderer/kong-db-init')], { env, reject: false })).exitCode).toBe(0);
-    // the short message: a post-renderer that gets empty input (a chart that renders nothing)
-    const target = stdin === 'x' ? path.join(home, 'empty-chart') : chart;
-    if (stdin === 'x') {
-      fs.mkdirSync(path.join(target, 'templates'), { recursive: true });
-      fs.writeFileSync(path.join(target, 'Chart.yaml'), 'apiVersion: v2\nname: empty\nversion: 0.1.0\n');
-    }
-    const log = path.join(home, 'deploy.log');
-    const r = await execa('sh', ['-c', 'h=$1 c=$2 l=$3; shift 3; exec "$h" template rel "$c" --post-renderer kong-db-init "$@" > /dev/null 2> "$l"', 'sh', helm.v4!, target, log, ...extra], { env, reject: false });
-    const seen = fs.readFileSync(log, 'utf8');
-    expect(r.exitCode).not.toBe(0);
-    expect(seen).toMatch(/^Error: .*plugin "kong-db-init" exited with error$/m);
-    expect(seen, seen).toMatch(re);
-    // in that order, and nothing of ours cut or overwritten
-    expect(seen.indexOf('kong-db-init post-render:')).toBeGreaterThan(seen.indexOf('Error: '));
-    expect(seen.split('\n').filter((l) => l.trim() !== '').every((l) => /^(Error: |Use --debug|kong-db-init post-render: )/.test(l)), seen).toBe(true);
-  });
-});
+    // issue 14 item 4: `helm … 2> file` opens the file without O_APPEND; Helm writes its own error
+    // after the plugin exits, from its own offset, over whatever the plugin appended.
+    it.each([
+      ['a short message', [] as string[], /^kong-db-init post-render: empty input: expected the manifests rendered by helm on stdin/m, 'x'],
+      [
+        'a long message',
+        ['--post-renderer-args', '--pull-policy=Always'],
+        /^kong-db-init post-render: no image for the kong-db-init-install init container: pass --image REF .*or use --all-in-one IMAGE \(also written to /m,
+        '',
+      ],
+    ])("helm 4 with its stderr a file (`2> file`): %s survives, after Helm's own error", async (_n, extra, re, stdin) => {
+      const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-helm4-file-'));
+      const env: Record<string, string | undefined> = {
+        ...process.env,
+        ...cliEnv,
+        HELM_CONFIG_HOME: path.join(home, 'c'),
+        HELM_DATA_HOME: path.join(home, 'd'),
+        HELM_CACHE_HOME: path.join(home, 'x'),
+        TMPDIR: home,
+      };
+      delete env.HELM_PLUGINS;
+      delete env.KONG_DB_INIT_IMAGE;
+      expect((await execa(helm.v4!, ['plugin', 'install', path.join(ROOT, 'charts/post-renderer/kong-db-init')], { env, reject: false })).exitCode).toBe(0);
+      // the short message: a post-renderer that gets empty input (a chart that renders nothing)
+      const target = stdin === 'x' ? path.join(home, 'empty-chart') : chart;
+      if (stdin === 'x') {
+        fs.mkdirSync(path.join(target, 'templates'), { recursive: true });
+        fs.writeFileSync(path.join(target, 'Chart.yaml'), 'apiVersion: v2\nname: empty\nversion: 0.1.0\n');
+      }
+      const log = path.join(home, 'deploy.log');
+      const r = await execa(
+        'sh',
+        [
+          '-c',
+          'h=$1 c=$2 l=$3; shift 3; exec "$h" template rel "$c" --post-renderer kong-db-init "$@" > /dev/null 2> "$l"',
+          'sh',
+          helm.v4!,
+          target,
+          log,
+          ...extra,
+        ],
+        { env, reject: false },
+      );
+      const seen = fs.readFileSync(log, 'utf8');
+      expect(r.exitCode).not.toBe(0);
+      expect(seen).toMatch(/^Error: .*plugin "kong-db-init" exited with error$/m);
+      expect(seen, seen).toMatch(re);
+      // in that order, and nothing of ours cut or overwritten
+      expect(seen.indexOf('kong-db-init post-render:')).toBeGreaterThan(seen.indexOf('Error: '));
+      expect(
+        seen
+          .split('\n')
+          .filter((l) => l.trim() !== '')
+          .every((l) => /^(Error: |Use --debug|kong-db-init post-render: )/.test(l)),
+        seen,
+      ).toBe(true);
+    });
+  },
+);
 
 describe('the error file (issue 14 item 12)', () => {
-  const fail = (env: Record<string, string>, args: string[] = []) => execa(process.execPath, [CLI, 'post-render', ...args], { input: '', reject: false, env: { PATH: process.env.PATH!, ...env }, extendEnv: false });
-  it('goes to a directory of the user\'s own (0700), as a new file (0600); a symlink planted there is replaced, never followed', async () => {
+  const fail = (env: Record<string, string>, args: string[] = []) =>
+    execa(process.execPath, [CLI, 'post-render', ...args], { input: '', reject: false, env: { PATH: process.env.PATH!, ...env }, extendEnv: false });
+  it("goes to a directory of the user's own (0700), as a new file (0600); a symlink planted there is replaced, never followed", async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-errfile-'));
     const dir = path.join(tmp, `kong-db-init-${process.getuid!()}`);
     const victim = path.join(tmp, 'victim');
@@ -324,7 +419,10 @@ describe('the error file (issue 14 item 12)', () => {
     expect(fs.readFileSync(victim, 'utf8')).toBe('precious\n');
     expect(fs.lstatSync(file).isFile()).toBe(true);
     expect(fs.statSync(file).mode & 0o777).toBe(0o600);
-    const ok = await execa(process.execPath, [CLI, 'post-render', '--image', 'kong-db-init:ci', '--error-file', file], { input: read('helm3-postgres.yaml'), reject: false });
+    const ok = await execa(process.execPath, [CLI, 'post-render', '--image', 'kong-db-init:ci', '--error-file', file], {
+      input: read('helm3-postgres.yaml'),
+      reject: false,
+    });
     expect(ok.exitCode, ok.stderr).toBe(0);
     expect(fs.existsSync(file)).toBe(false);
   });

@@ -16,8 +16,7 @@ async function schemaMetaWithoutLocks(): Promise<TestDb> {
   return db;
 }
 
-const locksTable = async (db: TestDb) =>
-  (await db.query<{ t: string | null }>(`SELECT to_regclass('locks')::text AS t`)).rows[0]!.t;
+const locksTable = async (db: TestDb) => (await db.query<{ t: string | null }>(`SELECT to_regclass('locks')::text AS t`)).rows[0]!.t;
 const locksIndex = async (db: TestDb) =>
   (await db.query<{ def: string }>(`SELECT indexdef AS def FROM pg_indexes WHERE tablename = 'locks' ORDER BY indexname`)).rows.map((r) => r.def);
 
@@ -39,7 +38,10 @@ describe('repairs of what a killed Kong leaves (real Postgres; Kong: the 3.7.1 s
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/repaired: Kong's `locks` table is missing beside schema_meta/);
     expect(await locksTable(db)).toBe('locks');
-    expect(await locksIndex(db)).toEqual(['CREATE UNIQUE INDEX locks_pkey ON public.locks USING btree (key)', 'CREATE INDEX locks_ttl_idx ON public.locks USING btree (ttl)']);
+    expect(await locksIndex(db)).toEqual([
+      'CREATE UNIQUE INDEX locks_pkey ON public.locks USING btree (key)',
+      'CREATE INDEX locks_ttl_idx ON public.locks USING btree (ttl)',
+    ]);
     const status = readStatus(db) as { repaired?: string; actions: Array<{ action: string }>; state_before: string; state_after: string };
     expect(status.repaired).toMatch(/create it and its index as Kong's schema set-up does/);
     expect(status.actions.map((a) => a.action)).toEqual(['repair', 'up', 'finish']);
@@ -64,7 +66,9 @@ describe('repairs of what a killed Kong leaves (real Postgres; Kong: the 3.7.1 s
     const db = await schemaMetaWithoutLocks();
     const r = await runCli(['migrate', '--no-repair'], db.env());
     expect(r.exitCode).toBe(14);
-    expect(r.stderr).toMatch(/--repair=false: repair it by hand: run, as the Kong database user: BEGIN; CREATE TABLE IF NOT EXISTS locks \(key TEXT PRIMARY KEY, owner TEXT, ttl TIMESTAMP WITH TIME ZONE\); CREATE INDEX IF NOT EXISTS locks_ttl_idx ON locks \(ttl\); COMMIT;/);
+    expect(r.stderr).toMatch(
+      /--repair=false: repair it by hand: run, as the Kong database user: BEGIN; CREATE TABLE IF NOT EXISTS locks \(key TEXT PRIMARY KEY, owner TEXT, ttl TIMESTAMP WITH TIME ZONE\); CREATE INDEX IF NOT EXISTS locks_ttl_idx ON locks \(ttl\); COMMIT;/,
+    );
     expect(r.stderr).toMatch(/never bootstrap --force or reset/);
     expect(await locksTable(db)).toBeNull();
   });
@@ -97,7 +101,12 @@ describe('repairs of what a killed Kong leaves (real Postgres; Kong: the 3.7.1 s
       const db = await createDb();
       if (shape === 'new') await seedKong(db, 'new');
       // in a process group of its own, as kong-db-init runs it: the kill takes the whole chain
-      const killed = await execa(path.join(STANDIN_BIN, 'kong'), ['migrations', cmd], { env: db.env({ KONG_STANDIN_KILL_AT: point }), extendEnv: false, reject: false, detached: true });
+      const killed = await execa(path.join(STANDIN_BIN, 'kong'), ['migrations', cmd], {
+        env: db.env({ KONG_STANDIN_KILL_AT: point }),
+        extendEnv: false,
+        reject: false,
+        detached: true,
+      });
       expect(killed.signal, String(killed.stderr)).toBe('SIGKILL');
       expect(await listCode(db)).toBe(listAfterKill);
       const m = await runCli(['migrate'], db.env());

@@ -74,7 +74,10 @@ describe.each([
     expect(wrong.exitCode, wrong.stderr).toBe(10);
 
     // the summary parses, with the right keys and untouched values
-    for (const [r, file, outcome] of [[failed, failedStatus, 'failed'], [ok, okStatus, 'ok']] as const) {
+    for (const [r, file, outcome] of [
+      [failed, failedStatus, 'failed'],
+      [ok, okStatus, 'ok'],
+    ] as const) {
       const s = lastJsonLine(r);
       expect(Object.keys(s)).toEqual(expect.arrayContaining(SUMMARY_KEYS));
       expect(s).toMatchObject({ tool: 'kong-db-init', command: 'migrate', outcome });
@@ -85,15 +88,23 @@ describe.each([
     expect(String(lastJsonLine(failed).error)).toMatch(/bootstrap.*exited 1.*password=\*\*\*/s);
 
     // every stderr line of a JSON run is one JSON object; Kong's own lines are intact
-    const lines = ok.stderr.trim().split('\n').map((l) => JSON.parse(l) as { msg: string });
+    const lines = ok.stderr
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { msg: string });
     expect(lines.map((l) => l.msg)).toContain('[kong migrations bootstrap] Database is up-to-date');
     expect(lines.map((l) => l.msg)).toContain('[kong migrations bootstrap] connecting with host=127.0.0.1 password=***');
-    if (pw.includes('\n')) expect(lines.map((l) => l.msg)).toEqual(expect.arrayContaining([`[kong migrations bootstrap] dsn postgres://${db.user}:***`, `[kong migrations bootstrap] ***@127.0.0.1/${db.name}`]));
+    if (pw.includes('\n'))
+      expect(lines.map((l) => l.msg)).toEqual(
+        expect.arrayContaining([`[kong migrations bootstrap] dsn postgres://${db.user}:***`, `[kong migrations bootstrap] ***@127.0.0.1/${db.name}`]),
+      );
     else expect(lines.map((l) => l.msg)).toContain(`[kong migrations bootstrap] dsn postgres://${db.user}:***@127.0.0.1/${db.name}`);
     expect(text.stderr).toMatch(/\[kong migrations (bootstrap|list)\]|database ready for Kong/);
 
     // a history row for each run that changed something or failed
-    const rows = (await db.query<{ outcome: string; error: string | null; actions: unknown }>('SELECT outcome, error, actions FROM kong_db_init_history ORDER BY id')).rows;
+    const rows = (
+      await db.query<{ outcome: string; error: string | null; actions: unknown }>('SELECT outcome, error, actions FROM kong_db_init_history ORDER BY id')
+    ).rows;
     expect(rows.map((r) => r.outcome)).toEqual(['failed', 'ok']);
     expect(rows[0]!.error).toMatch(/password=\*\*\*/);
     const st = JSON.parse(status.stdout) as { history: unknown[] };
@@ -114,7 +125,7 @@ describe.each([
   });
 });
 
-describe('a password from Kong\'s env vault', () => {
+describe("a password from Kong's env vault", () => {
   it('{vault://env/NAME/KEY}: resolved like Kong, used for our sessions and by Kong, never printed', async () => {
     const db = await createDb();
     const env = db.env({ KONG_PG_PASSWORD: '{vault://env/db-creds/password}', DB_CREDS: JSON.stringify({ user: db.user, password: KONG_PASSWORD }) });

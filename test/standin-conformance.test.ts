@@ -89,7 +89,9 @@ describe('Kong stand-in conformance with the recorded Kong 3.7.1 CLI', () => {
       expect(r.stdout).toBe('');
       const first = (s: string) => s.trim().split('\n')[0]!;
       if (name.startsWith('18-')) {
-        expect(first(r.stderr)).toMatch(/^Error: \[PostgreSQL error\] failed to retrieve PostgreSQL server_version_num: \[cosocket\] DNS resolution failed: dns server error: 3 name error/);
+        expect(first(r.stderr)).toMatch(
+          /^Error: \[PostgreSQL error\] failed to retrieve PostgreSQL server_version_num: \[cosocket\] DNS resolution failed: dns server error: 3 name error/,
+        );
       } else {
         expect(first(r.stderr)).toBe(first(rec.stderr));
       }
@@ -101,9 +103,7 @@ describe('Kong stand-in conformance with the recorded Kong 3.7.1 CLI', () => {
     const db = await createDb();
     expect((await runKong(['migrations', 'bootstrap'], db.env())).exitCode).toBe(0);
     const csv = fs.readFileSync(path.join(FIXTURES, 'schema_meta-after-bootstrap.csv'), 'utf8').trim().split('\n').slice(1);
-    const rows = await db.query<{ line: string }>(
-      `SELECT key || ',' || subsystem || ',' || last_executed AS line FROM schema_meta ORDER BY subsystem`,
-    );
+    const rows = await db.query<{ line: string }>(`SELECT key || ',' || subsystem || ',' || last_executed AS line FROM schema_meta ORDER BY subsystem`);
     expect(rows.rows.map((r) => r.line)).toEqual(csv.map((l) => l.split(',').slice(0, 3).join(',')));
     const cols = await db.query<{ column_name: string; data_type: string }>(
       `SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'locks' ORDER BY ordinal_position`,
@@ -115,7 +115,7 @@ describe('Kong stand-in conformance with the recorded Kong 3.7.1 CLI', () => {
     ]);
   });
 
-  it("21/22: a concurrent `up` loser exits 0 with \"aborted…\" or 1 with \"pending migrations\", and the winner's work is done once", async () => {
+  it('21/22: a concurrent `up` loser exits 0 with "aborted…" or 1 with "pending migrations", and the winner\'s work is done once', async () => {
     const abortedRec = recorded('21-concurrent-up.loser');
     const exit1Rec = recorded('22-concurrent-up.loser-exit1');
     for (let trial = 0; trial < 2; trial++) {
@@ -170,7 +170,14 @@ describe('Kong stand-in conformance with the recorded Kong 3.7.1 CLI', () => {
   it('24-29: pending + new, then finish, up: each step as recorded', async () => {
     const db = await createDb();
     await seed(db, 'pending+new');
-    for (const name of ['24-pendingnew.list', '25-pendingnew.up', '26-pendingnew.finish', '27-new-after-finish.list', '28-new-after-finish.up', '29-after-up.list']) {
+    for (const name of [
+      '24-pendingnew.list',
+      '25-pendingnew.up',
+      '26-pendingnew.finish',
+      '27-new-after-finish.list',
+      '28-new-after-finish.up',
+      '29-after-up.list',
+    ]) {
       const rec = recorded(name);
       const r = await runKong(rec.command.replace(/^kong /, '').split(/\s+/), db.env());
       expect(r.exitCode, name).toBe(rec.exit);
@@ -193,7 +200,11 @@ describe('Kong stand-in conformance with the recorded Kong 3.7.1 CLI', () => {
 
   describe('the process chain is as unkind as the real one (process-chain.md)', () => {
     const startBootstrap = (db: TestDb, extra: Record<string, string> = {}) =>
-      execa(path.join(STANDIN_BIN, 'kong'), ['migrations', 'bootstrap'], { env: db.env({ KONG_STANDIN_DELAY_MS: '30', ...extra }), extendEnv: false, reject: false });
+      execa(path.join(STANDIN_BIN, 'kong'), ['migrations', 'bootstrap'], {
+        env: db.env({ KONG_STANDIN_DELAY_MS: '30', ...extra }),
+        extendEnv: false,
+        reject: false,
+      });
     const workerChain = async (db: TestDb) => {
       await until(() => standinEvents(db).some((e) => e.ev === 'migration'), 60_000, 'the first migration');
       return standinEvents(db).find((e) => e.ev === 'worker')!.chain!;
@@ -253,7 +264,13 @@ describe('Kong stand-in conformance with the recorded Kong 3.7.1 CLI', () => {
       expect(r.stdout.trim().split('\n').pop()).toBe(`prefix directory ${fresh} not found, trying to create it`);
       expect(fs.readdirSync(path.join(fresh, 'ssl')).sort()).toEqual(['admin-gui-kong-default.key', 'admin-kong-default.key', 'kong-default.key']);
       const off = path.join(db.dir, 'off');
-      const listenersOff = { KONG_PROXY_LISTEN: 'off', KONG_ADMIN_LISTEN: 'off', KONG_ADMIN_GUI_LISTEN: 'off', KONG_STATUS_LISTEN: 'off', KONG_STREAM_LISTEN: 'off' };
+      const listenersOff = {
+        KONG_PROXY_LISTEN: 'off',
+        KONG_ADMIN_LISTEN: 'off',
+        KONG_ADMIN_GUI_LISTEN: 'off',
+        KONG_STATUS_LISTEN: 'off',
+        KONG_STREAM_LISTEN: 'off',
+      };
       expect((await runKong(['migrations', 'list'], db.env({ KONG_PREFIX: off, ...listenersOff }))).exitCode).toBe(3);
       expect(fs.existsSync(path.join(off, 'ssl'))).toBe(false);
     });
@@ -261,7 +278,11 @@ describe('Kong stand-in conformance with the recorded Kong 3.7.1 CLI', () => {
     it('each `up` migration and its schema_meta record are committed separately', async () => {
       const db = await createDb();
       await seed(db, '3.6');
-      const child = execa(path.join(STANDIN_BIN, 'kong'), ['migrations', 'up'], { env: db.env({ KONG_STANDIN_RECORD_DELAY_MS: '3000' }), extendEnv: false, reject: false });
+      const child = execa(path.join(STANDIN_BIN, 'kong'), ['migrations', 'up'], {
+        env: db.env({ KONG_STANDIN_RECORD_DELAY_MS: '3000' }),
+        extendEnv: false,
+        reject: false,
+      });
       // the first migration has committed but is not recorded yet
       await until(async () => (await db.query(`SELECT 1 FROM standin_runs WHERE name = '023_360_to_370'`)).rows.length === 1, 60_000, 'the migration commit');
       const meta = await db.query<{ executed: string[] }>(`SELECT executed FROM schema_meta WHERE subsystem = 'core'`);
@@ -339,14 +360,27 @@ let runNo = 0;
 function start(db: TestDb, args: string[], extra: Record<string, string> = {}): Started {
   const log = path.join(db.dir, `kong-run-${++runNo}.log`);
   const t = Date.now();
-  const child = execa(path.join(BIN, 'kong'), args, { env: db.env({ KONG_STANDIN_LOG: log, ...extra }), extendEnv: false, reject: false, stripFinalNewline: false });
+  const child = execa(path.join(BIN, 'kong'), args, {
+    env: db.env({ KONG_STANDIN_LOG: log, ...extra }),
+    extendEnv: false,
+    reject: false,
+    stripFinalNewline: false,
+  });
   const done = child.then((r) => ({
     exitCode: r.exitCode ?? (r.signal ? 128 + os.constants.signals[r.signal as keyof typeof os.constants.signals] : -1),
     stdout: String(r.stdout ?? ''),
     stderr: String(r.stderr ?? ''),
     durationMs: Date.now() - t,
   }));
-  const events = (): Ev[] => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Ev) : []);
+  const events = (): Ev[] =>
+    fs.existsSync(log)
+      ? fs
+          .readFileSync(log, 'utf8')
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Ev)
+      : [];
   return { done, events };
 }
 const kong = (db: TestDb, args: string[], extra: Record<string, string> = {}) => start(db, args, extra).done;
@@ -371,7 +405,12 @@ function rec(name: string): Rec {
   return { ...recorded(name), notes: fs.existsSync(notes) ? fs.readFileSync(notes, 'utf8') : '' };
 }
 /** `kong migrations up --lock-timeout 5   (comment)` -> ['migrations', 'up', '--lock-timeout', '5'] */
-const argsOf = (r: Recorded) => r.command.split(/\s{2,}\(/)[0]!.trim().replace(/^kong /, '').split(/\s+/);
+const argsOf = (r: Recorded) =>
+  r.command
+    .split(/\s{2,}\(/)[0]!
+    .trim()
+    .replace(/^kong /, '')
+    .split(/\s+/);
 
 /** Same exit status, stdout and stderr as the recording (soft: a case lists every difference). */
 function expectLike(e: ExpectStatic, r: Ran, want: Recorded, db: TestDb, label: string): void {
@@ -411,14 +450,16 @@ function noteDbs(notes: string): NoteDb[] {
     if (!sm) throw new Error(`notes: no schema_meta line after "${lines[i]}"`);
     if (sm[1] !== undefined) {
       d.schemaMeta = [];
-      for (let m: RegExpExecArray | null; (m = /^ {2}schema_meta \| (\S+) \| (\S+) \| (\S+)$/.exec(lines[j] ?? '')); j++) d.schemaMeta.push([m[1]!, m[2]!, m[3]!]);
+      for (let m: RegExpExecArray | null; (m = /^ {2}schema_meta \| (\S+) \| (\S+) \| (\S+)$/.exec(lines[j] ?? '')); j++)
+        d.schemaMeta.push([m[1]!, m[2]!, m[3]!]);
       if (d.schemaMeta.length !== Number(sm[1])) throw new Error(`notes: ${sm[1]} schema_meta rows announced, ${d.schemaMeta.length} listed`);
     }
     const lk = /^locks: (?:table does not exist|(\d+) rows)/.exec(lines[j++] ?? '');
     if (!lk) throw new Error(`notes: no locks line after "${lines[i]}"`);
     if (lk[1] !== undefined) {
       d.locks = [];
-      for (let m: RegExpExecArray | null; (m = /^ {2}(\S+) \| (\S+) \| .+ UTC \| (-?[\d.]+)$/.exec(lines[j] ?? '')); j++) d.locks.push({ key: m[1]!, owner: m[2]!, secs: Number(m[3]) });
+      for (let m: RegExpExecArray | null; (m = /^ {2}(\S+) \| (\S+) \| .+ UTC \| (-?[\d.]+)$/.exec(lines[j] ?? '')); j++)
+        d.locks.push({ key: m[1]!, owner: m[2]!, secs: Number(m[3]) });
       if (d.locks.length !== Number(lk[1])) throw new Error(`notes: ${lk[1]} locks rows announced, ${d.locks.length} listed`);
     }
     res.push(d);
@@ -444,8 +485,15 @@ async function expectDb(e: ExpectStatic, db: TestDb, want: NoteDb, owners: Map<s
   );
   e.soft(got.locks === null, `${label}: no locks table`).toBe(want.locks === null);
   if (!want.locks || !got.locks) return;
-  const shape = (l: { key: string; owner: string; expired: boolean }) => ({ key: l.key, owner: UUID.test(l.owner) ? '<Kong node id>' : l.owner, expired: l.expired });
-  e.soft(got.locks.map((l) => shape({ ...l, expired: l.secondsLeft < 0 })), `${label}: locks rows`).toEqual(want.locks.map((l) => shape({ ...l, expired: l.secs < 0 })));
+  const shape = (l: { key: string; owner: string; expired: boolean }) => ({
+    key: l.key,
+    owner: UUID.test(l.owner) ? '<Kong node id>' : l.owner,
+    expired: l.expired,
+  });
+  e.soft(
+    got.locks.map((l) => shape({ ...l, expired: l.secondsLeft < 0 })),
+    `${label}: locks rows`,
+  ).toEqual(want.locks.map((l) => shape({ ...l, expired: l.secs < 0 })));
   want.locks.forEach((w, i) => {
     const g = got.locks![i];
     if (!g || !UUID.test(w.owner)) return;
@@ -472,7 +520,12 @@ function steps(prefix: string): string[] {
  * now; where `up` waited ~56 s for a dead process's row and then printed `aborted`, the row expires
  * as soon as `up` has seen it unexpired at a poll.
  */
-async function replay(e: ExpectStatic, db: TestDb, names: string[], opts: { first?: Record<string, string>; owners?: Map<string, string> } = {}): Promise<void> {
+async function replay(
+  e: ExpectStatic,
+  db: TestDb,
+  names: string[],
+  opts: { first?: Record<string, string>; owners?: Map<string, string> } = {},
+): Promise<void> {
   const owners = opts.owners ?? new Map<string, string>();
   e(names.length, 'recorded steps').toBeGreaterThan(0);
   for (const [i, name] of names.entries()) {
@@ -494,11 +547,17 @@ async function replay(e: ExpectStatic, db: TestDb, names: string[], opts: { firs
     expectLike(e, ran, r, db, name);
     if (waits) {
       const seen = polls(run).map((p) => p.alive);
-      e.soft(seen.length >= 2 && seen.slice(0, -1).every(Boolean) && seen.at(-1) === false, `${name}: waited, re-reading the row until it expired (${seen})`).toBe(true);
+      e.soft(
+        seen.length >= 2 && seen.slice(0, -1).every(Boolean) && seen.at(-1) === false,
+        `${name}: waited, re-reading the row until it expired (${seen})`,
+      ).toBe(true);
     } else if (r.stdout === `${NOT_LEADER}\n`) {
       e.soft(polls(run), `${name}: aborted at once`).toEqual([]);
     }
-    if (r.exit !== 137) e.soft(run.events().some((x) => x.ev === 'migration') === /migrated up to/.test(r.stdout), `${name}: migrations ran iff the recording says so`).toBe(true);
+    if (r.exit !== 137)
+      e.soft(run.events().some((x) => x.ev === 'migration') === /migrated up to/.test(r.stdout), `${name}: migrations ran iff the recording says so`).toBe(
+        true,
+      );
     // the default ttl is checked right after the row was written (later steps: only expired or not)
     await expectDb(e, db, after, owners, `${name} (after)`, i === 0);
   }
@@ -518,7 +577,9 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
     for (const n of ['30', '31', '32', '33', '34', '35', '36', '37', '38']) expect(all.filter((x) => x.startsWith(`${n}-`)).length, n).toBeGreaterThan(0);
   });
 
-  it('30-new-foreignlock.up: `up` waits for a foreign unexpired row, re-reading it after 0.1, 0.3, 0.9, 2 s, and prints `aborted` (exit 0, nothing migrated) once it is expired', async ({ expect: e }) => {
+  it('30-new-foreignlock.up: `up` waits for a foreign unexpired row, re-reading it after 0.1, 0.3, 0.9, 2 s, and prints `aborted` (exit 0, nothing migrated) once it is expired', async ({
+    expect: e,
+  }) => {
     const r = rec('30-new-foreignlock.up');
     const db = await createDb();
     await seedKong(db, 'new');
@@ -542,11 +603,16 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
       e.soft(gaps[i], `re-read ${i + 1} after a ${s} ms sleep`).toBeGreaterThanOrEqual(s - 5);
       e.soft(gaps[i], `re-read ${i + 1} after a ${s} ms sleep`).toBeLessThan(s + 1500);
     });
-    e.soft(ev.some((x) => x.ev === 'migration'), 'no migration ran').toBe(false);
+    e.soft(
+      ev.some((x) => x.ev === 'migration'),
+      'no migration ran',
+    ).toBe(false);
     await expectDb(e, db, noteDb(r, /^After/), owners, 'after');
   });
 
-  it('30-new-foreignlock.up-exit1: when the sleeps add up to --lock-timeout before the row expires: `Error: [PostgreSQL error] timeout`, exit 1, nothing migrated', async ({ expect: e }) => {
+  it('30-new-foreignlock.up-exit1: when the sleeps add up to --lock-timeout before the row expires: `Error: [PostgreSQL error] timeout`, exit 1, nothing migrated', async ({
+    expect: e,
+  }) => {
     const r = rec('30-new-foreignlock.up-exit1');
     const db = await createDb();
     await seedKong(db, 'new');
@@ -557,7 +623,10 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
     const run = start(db, [...argsOf(r), '--lock-timeout', '2']);
     const ran = await run.done;
     expectLike(e, ran, r, db, r.name);
-    e.soft(polls(run).map((p) => p.alive), 're-reads after 0.1, 0.4, 1.3 s; none after the last sleep').toEqual([true, true, true]);
+    e.soft(
+      polls(run).map((p) => p.alive),
+      're-reads after 0.1, 0.4, 1.3 s; none after the last sleep',
+    ).toEqual([true, true, true]);
     e.soft(run.events().find((x) => x.ev === 'lock-wait-timeout')?.elapsed, 'gave up when the sleeps reached 3.3 s').toBe(3.3);
     e.soft(ran.durationMs).toBeGreaterThanOrEqual(3300);
     await expectDb(e, db, noteDb(r, /^After/), owners, 'after');
@@ -580,7 +649,9 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
     e.soft(await listCode(db)).toBe(4);
   });
 
-  it('32-new-expiredlock.up: an expired foreign row is deleted in Kong\'s own lock transaction; `up` runs as 10-new.up and removes its row', async ({ expect: e }) => {
+  it("32-new-expiredlock.up: an expired foreign row is deleted in Kong's own lock transaction; `up` runs as 10-new.up and removes its row", async ({
+    expect: e,
+  }) => {
     const r = rec('32-new-expiredlock.up');
     const db = await createDb();
     await seedKong(db, 'new');
@@ -595,7 +666,9 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
     await expectDb(e, db, noteDb(r, /^After/), owners, 'after');
   });
 
-  it('33-new-foreignlock.up-lock-timeout-5: waits 0.1+0.3+0.9+2+2 s and fails with `timeout`; --lock-timeout is also the ttl of Kong\'s own row; --db-timeout does not bound the wait', async ({ expect: e }) => {
+  it("33-new-foreignlock.up-lock-timeout-5: waits 0.1+0.3+0.9+2+2 s and fails with `timeout`; --lock-timeout is also the ttl of Kong's own row; --db-timeout does not bound the wait", async ({
+    expect: e,
+  }) => {
     const r = rec('33-new-foreignlock.up-lock-timeout-5');
     const recorded10 = recorded('10-new.up');
     const main = async () => {
@@ -607,7 +680,10 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
       const run = start(db, argsOf(r));
       const ran = await run.done;
       expectLike(e, ran, r, db, r.name);
-      e.soft(polls(run).map((p) => [p.elapsed, p.alive]), 're-reads after 0.1, 0.4, 1.3, 3.3 s of sleeps').toEqual([
+      e.soft(
+        polls(run).map((p) => [p.elapsed, p.alive]),
+        're-reads after 0.1, 0.4, 1.3, 3.3 s of sleeps',
+      ).toEqual([
         [0.1, true],
         [0.4, true],
         [1.3, true],
@@ -625,7 +701,10 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
       const run = start(db, ['migrations', 'up', ...extra], { KONG_STANDIN_HOLD_AT: `locked=${go}` });
       await sawEvent(run, 'hold', 'the lock to be taken');
       const locks = (await kongSnapshot(db)).locks ?? [];
-      e.soft(locks.map((l) => UUID.test(l.owner)), `one row of Kong's (${extra.join(' ') || 'default'})`).toEqual([true]);
+      e.soft(
+        locks.map((l) => UUID.test(l.owner)),
+        `one row of Kong's (${extra.join(' ') || 'default'})`,
+      ).toEqual([true]);
       e.soft(locks[0]?.secondsLeft, `ttl = now + ${want} s`).toBeGreaterThan(want - 3);
       e.soft(locks[0]?.secondsLeft, `ttl = now + ${want} s`).toBeLessThanOrEqual(want + 0.05);
       fs.writeFileSync(go, '');
@@ -643,16 +722,28 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
       fs.writeFileSync(go, '');
       const ran = await run.done;
       e.soft([ran.exitCode, ran.stdout, ran.stderr], `${extra.join(' ')}: aborted once the row expired`).toEqual([0, `${NOT_LEADER}\n`, '']);
-      e.soft(polls(run).map((p) => [p.elapsed, p.alive]), `${extra.join(' ')}: waited past --db-timeout`).toEqual([
+      e.soft(
+        polls(run).map((p) => [p.elapsed, p.alive]),
+        `${extra.join(' ')}: waited past --db-timeout`,
+      ).toEqual([
         [0.1, true],
         [0.4, true],
         [1.3, true],
         [3.3, false],
       ]);
-      e.soft(run.events().some((x) => x.ev === 'timeout'), 'no socket timeout').toBe(false);
+      e.soft(
+        run.events().some((x) => x.ev === 'timeout'),
+        'no socket timeout',
+      ).toBe(false);
       const locks = (await kongSnapshot(db)).locks ?? [];
-      e.soft(locks.map((l) => [l.owner, l.secondsLeft < 0]), 'the expired foreign row is still there').toEqual([['foreign-by-hand', true]]);
-      e.soft((await kongSnapshot(db)).schemaMeta?.some((m) => m.subsystem === 'ai-proxy'), 'nothing migrated').toBe(false);
+      e.soft(
+        locks.map((l) => [l.owner, l.secondsLeft < 0]),
+        'the expired foreign row is still there',
+      ).toEqual([['foreign-by-hand', true]]);
+      e.soft(
+        (await kongSnapshot(db)).schemaMeta?.some((m) => m.subsystem === 'ai-proxy'),
+        'nothing migrated',
+      ).toBe(false);
     };
     await Promise.all([
       main(),
@@ -665,7 +756,9 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
     ]);
   });
 
-  it('34-new-stalled-at-connect.list: PostgreSQL never answers: `list` exits 1 after --db-timeout with pgmoon\'s `receive_message: failed to get type: timeout`', async ({ expect: e }) => {
+  it("34-new-stalled-at-connect.list: PostgreSQL never answers: `list` exits 1 after --db-timeout with pgmoon's `receive_message: failed to get type: timeout`", async ({
+    expect: e,
+  }) => {
     const r = rec('34-new-stalled-at-connect.list');
     const db = await createDb();
     await seedKong(db, 'new');
@@ -686,7 +779,9 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
     await expectDb(e, db, noteDb(r, /^After/), owners, 'after');
   });
 
-  it('34-new-stalled-mid-migration.up: stalled from core 023 on: three timeouts (query, ROLLBACK, lock removal), a Lua traceback, its `locks` row left behind', async ({ expect: e }) => {
+  it('34-new-stalled-mid-migration.up: stalled from core 023 on: three timeouts (query, ROLLBACK, lock removal), a Lua traceback, its `locks` row left behind', async ({
+    expect: e,
+  }) => {
     const r = rec('34-new-stalled-mid-migration.up');
     const db = await createDb();
     await seedKong(db, 'new');
@@ -703,7 +798,9 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
     e.soft(await listCode(db), '`list` right afterwards').toBe(5);
   });
 
-  it('34-new-blocked-by-pg-lock.up: core 023 blocked by another session\'s table lock: exit 1 after one timeout, but PostgreSQL commits it later (applied, not recorded); the next `up` runs it again', async ({ expect: e }) => {
+  it("34-new-blocked-by-pg-lock.up: core 023 blocked by another session's table lock: exit 1 after one timeout, but PostgreSQL commits it later (applied, not recorded); the next `up` runs it again", async ({
+    expect: e,
+  }) => {
     const r = rec('34-new-blocked-by-pg-lock.up');
     const args = argsOf(r).map((a, i, l) => (l[i - 1] === '--db-timeout' ? '1' : a)); // recorded: 3 (4.40 s)
     const lockTable = async () => {
@@ -718,13 +815,23 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
         expectLike(e, ran, r, db, r.name);
         e.soft(run.events().filter((x) => x.ev === 'timeout').length, 'one timeout: the ROLLBACK and the lock removal used new connections').toBe(1);
         await expectDb(e, db, noteDb(r, /^Right after Kong exited/), owners, 'right after Kong exited');
-        const waiting = await db.query<{ w: string }>(`SELECT wait_event_type AS w FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'BEGIN;%clustering_rpc_requests%'`, [db.name]);
-        e.soft(waiting.rows.map((x) => x.w), "the backend of Kong's closed connection still waits for the lock").toEqual(['Lock']);
+        const waiting = await db.query<{ w: string }>(
+          `SELECT wait_event_type AS w FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'BEGIN;%clustering_rpc_requests%'`,
+          [db.name],
+        );
+        e.soft(
+          waiting.rows.map((x) => x.w),
+          "the backend of Kong's closed connection still waits for the lock",
+        ).toEqual(['Lock']);
       } finally {
         await holder.query('COMMIT');
         await holder.end();
       }
-      await until(async () => (await db.query(`SELECT to_regclass('public.clustering_rpc_requests') AS t`)).rows[0]!.t !== null, 30_000, 'the migration to commit');
+      await until(
+        async () => (await db.query(`SELECT to_regclass('public.clustering_rpc_requests') AS t`)).rows[0]!.t !== null,
+        30_000,
+        'the migration to commit',
+      );
       const col = await db.query(`SELECT 1 FROM information_schema.columns WHERE table_name = 'clustering_data_planes' AND column_name = 'rpc_capabilities'`);
       e.soft(col.rows.length, 'clustering_data_planes.rpc_capabilities exists').toBe(1);
       await expectDb(e, db, noteDb(r, /^After the other session committed/), owners, 'after the other session committed');
@@ -744,14 +851,20 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
       const ran = await run.done;
       expectLike(e, ran, r, db, `${r.name} (KONG_STANDIN_PG_BUSY)`);
       e.soft((await kongSnapshot(db)).locks, 'lock row removed').toEqual([]);
-      await until(async () => (await db.query(`SELECT 1 FROM standin_runs WHERE name = '023_360_to_370'`)).rows.length === 1, 30_000, 'the busy migration to commit');
+      await until(
+        async () => (await db.query(`SELECT 1 FROM standin_runs WHERE name = '023_360_to_370'`)).rows.length === 1,
+        30_000,
+        'the busy migration to commit',
+      );
       const core = (await kongSnapshot(db)).schemaMeta?.find((m) => m.subsystem === 'core');
       e.soft(core?.executed.includes('023_360_to_370'), 'applied but not recorded').toBe(false);
     };
     await Promise.all([lockTable(), busyKnob()]);
   });
 
-  it('35-concurrent-finish: two `finish` at once: exactly one runs the teardown; the other prints `aborted` (it met the winner\'s row) or `No pending migrations to finish` (it came after); all exit 0', async ({ expect: e }) => {
+  it("35-concurrent-finish: two `finish` at once: exactly one runs the teardown; the other prints `aborted` (it met the winner's row) or `No pending migrations to finish` (it came after); all exit 0", async ({
+    expect: e,
+  }) => {
     const winner = rec('35-concurrent-finish.winner');
     const aborted = rec('35-concurrent-finish.loser-aborted');
     const nopending = rec('35-concurrent-finish.loser-nopending');
@@ -773,7 +886,10 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
       expectLike(e, w, winner, db, `${how}: winner`);
       if (how === 'meet') expectLike(e, l, aborted, db, `${how}: loser`);
       else if (how === 'after') expectLike(e, l, nopending, db, `${how}: loser`);
-      else e.soft([l.exitCode, l.stdout, l.stderr], `${how}: loser`).toSatisfy(([c, o, x]: [number, string, string]) => c === 0 && x === '' && [aborted.stdout, nopending.stdout].includes(o));
+      else
+        e.soft([l.exitCode, l.stdout, l.stderr], `${how}: loser`).toSatisfy(
+          ([c, o, x]: [number, string, string]) => c === 0 && x === '' && [aborted.stdout, nopending.stdout].includes(o),
+        );
       const teardowns = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM standin_runs WHERE phase = 'teardown'`);
       e.soft(teardowns.rows[0]!.n, `${how}: one teardown`).toBe(1);
       await expectDb(e, db, noteDb(winner, /^Database after repetition 1/), owners, `${how}: after`);
@@ -854,7 +970,9 @@ describe('Kong stand-in conformance, recorded runs 30-38: locks, timeouts, inter
       });
     }
 
-    it('37-bootstrap-killed-no-locks-table: schema_meta without `locks`; `up`/`finish` fail until repaired (bootstrap --force; reset --yes + bootstrap; CREATE TABLE locks + up + finish; DROP TABLE schema_meta + bootstrap)', async ({ expect: e }) => {
+    it('37-bootstrap-killed-no-locks-table: schema_meta without `locks`; `up`/`finish` fail until repaired (bootstrap --force; reset --yes + bootstrap; CREATE TABLE locks + up + finish; DROP TABLE schema_meta + bootstrap)', async ({
+      expect: e,
+    }) => {
       const seq = '37-bootstrap-killed-no-locks-table';
       const first = { KONG_STANDIN_KILL_AT: 'locks-table' };
       const fromNewCopy = async () => {

@@ -47,14 +47,41 @@ describe.skipIf(skip)('TLS to Postgres', () => {
     ssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'other-ca.key', '-out', 'other-ca.pem', '-days', '2', '-subj', '/CN=another CA']);
     ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1']);
     fs.writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-    ssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'san.ext']);
+    ssl([
+      'x509',
+      '-req',
+      '-in',
+      'server.csr',
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'server.pem',
+      '-days',
+      '2',
+      '-extfile',
+      'san.ext',
+    ]);
     ssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'client.key', '-out', 'client.csr', '-subj', '/CN=kdi-client']);
     ssl(['x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'client.pem', '-days', '2']);
     writeHba(undefined);
     server = await embeddedServer({
       password: KONG_PASSWORD,
       started: false,
-      flags: ['-c', 'ssl=on', '-c', `ssl_cert_file=${dir}/server.pem`, '-c', `ssl_key_file=${dir}/server.key`, '-c', `ssl_ca_file=${dir}/ca.pem`, '-c', `hba_file=${dir}/hba.conf`],
+      flags: [
+        '-c',
+        'ssl=on',
+        '-c',
+        `ssl_cert_file=${dir}/server.pem`,
+        '-c',
+        `ssl_key_file=${dir}/server.key`,
+        '-c',
+        `ssl_ca_file=${dir}/ca.pem`,
+        '-c',
+        `hba_file=${dir}/hba.conf`,
+      ],
     });
     const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
     for (const f of ['server.key', 'server.pem']) fs.chownSync(path.join(dir, f), uid, 0);
@@ -87,12 +114,19 @@ describe.skipIf(skip)('TLS to Postgres', () => {
     const mtls = await createDb(target);
     writeHba(mtls.name);
     await adminQuery('SELECT pg_reload_conf()', [], 'postgres', target);
-    await until(async () => (await adminQuery('SELECT 1 FROM pg_hba_file_rules WHERE $1 = ANY(database)', [mtls.name], 'postgres', target)).rows.length > 0, 10_000, 'the new pg_hba.conf');
+    await until(
+      async () => (await adminQuery('SELECT 1 FROM pg_hba_file_rules WHERE $1 = ANY(database)', [mtls.name], 'postgres', target)).rows.length > 0,
+      10_000,
+      'the new pg_hba.conf',
+    );
     const tlsEnv = { KONG_PG_SSL: 'on', KONG_PG_SSL_VERIFY: 'on', KONG_LUA_SSL_TRUSTED_CERTIFICATE: `${dir}/ca.pem` };
     const without = await runCli(['migrate', '--dry-run'], mtls.env(tlsEnv));
     expect(without.exitCode, without.stderr).toBe(10);
     expect(without.stderr).toMatch(/certificate/);
-    const withCert = await runCli(['migrate', '--dry-run'], mtls.env({ ...tlsEnv, KONG_PG_SSL_CERT: `${dir}/client.pem`, KONG_PG_SSL_CERT_KEY: `${dir}/client.key` }));
+    const withCert = await runCli(
+      ['migrate', '--dry-run'],
+      mtls.env({ ...tlsEnv, KONG_PG_SSL_CERT: `${dir}/client.pem`, KONG_PG_SSL_CERT_KEY: `${dir}/client.key` }),
+    );
     expect(withCert.exitCode, withCert.stderr).toBe(0);
     expect(withCert.stderr).toMatch(/dry run/);
   });
@@ -105,7 +139,9 @@ describe.skipIf(skip)('TLS to Postgres', () => {
     const publicOnly = path.join(dir, 'public-only.crt');
     fs.writeFileSync(publicOnly, `${tls.rootCertificates.join('\n')}\n`);
     const connect = async (env: Record<string, string>, systemCaPaths: string[]) => {
-      const k = loadKongConfig({ ...db.env(), KONG_PG_SSL: 'on', KONG_PG_SSL_VERIFY: 'on', KONG_PG_SSL_REQUIRED: 'on', ...env }, undefined, realFiles, { systemCaPaths });
+      const k = loadKongConfig({ ...db.env(), KONG_PG_SSL: 'on', KONG_PG_SSL_VERIFY: 'on', KONG_PG_SSL_REQUIRED: 'on', ...env }, undefined, realFiles, {
+        systemCaPaths,
+      });
       const c = await connectChecked(clientConfig(k));
       try {
         return (await c.query<{ ssl: boolean }>('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).rows[0]?.ssl;
@@ -120,7 +156,10 @@ describe.skipIf(skip)('TLS to Postgres', () => {
     expect(await connect({ KONG_LUA_SSL_TRUSTED_CERTIFICATE: `${dir}/other-ca.pem,system` }, [trustStore])).toBe(true);
     // the operating system's bundle without the private CA: refused, as Kong would refuse it
     const refused = await connect({ KONG_LUA_SSL_TRUSTED_CERTIFICATE: 'system' }, [publicOnly]).catch((e: unknown) => e);
-    expect(classify(refused, { host: '127.0.0.1', port: server.port, db: db.name, user: db.user, ssl: true, sslVerify: true })).toMatchObject({ kind: 'fatal', reason: expect.stringMatching(/^TLS: /) });
+    expect(classify(refused, { host: '127.0.0.1', port: server.port, db: db.name, user: db.user, ssl: true, sslVerify: true })).toMatchObject({
+      kind: 'fatal',
+      reason: expect.stringMatching(/^TLS: /),
+    });
   });
 
   it('ssl on, verify off: connects without checking the certificate', async () => {

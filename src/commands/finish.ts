@@ -26,7 +26,8 @@ const RETRY = { baseMs: 2000, capMs: 60_000 };
 export function canHeal(e: unknown, k: RunContext['kong']): boolean {
   if (e instanceof Interrupted) return false;
   if (e instanceof KubeError) return e.retryable;
-  if (isInitError(e)) return e.exitCode === ExitCode.DB_LOST || (e.exitCode === ExitCode.LOCK_LOST && e.detail !== 'pooler') || e.exitCode === ExitCode.KONG_FAILED;
+  if (isInitError(e))
+    return e.exitCode === ExitCode.DB_LOST || (e.exitCode === ExitCode.LOCK_LOST && e.detail !== 'pooler') || e.exitCode === ExitCode.KONG_FAILED;
   return isDbError(e) && classify(e, k).kind === 'retry';
 }
 
@@ -51,7 +52,10 @@ async function finishOnce(run: Run, kube: KubeAccess | undefined): Promise<void>
       return;
     }
     if (kube) {
-      log.info('pending migrations: waiting for the rollout before kong migrations finish', { state: stateName(state), pending: JSON.stringify(state.pending) });
+      log.info('pending migrations: waiting for the rollout before kong migrations finish', {
+        state: stateName(state),
+        pending: JSON.stringify(state.pending),
+      });
       await sessions.reset(); // hold no connection while the rollout goes on (it may take hours)
       await waitForRollout(watchOf(run, kube), run.deadline);
     }
@@ -69,7 +73,8 @@ async function finishOnce(run: Run, kube: KubeAccess | undefined): Promise<void>
     state = await repair(run, state, () => cli.list(signal));
     state = await applyStep(run, 'finish', state);
     s.state_after = stateName(state);
-    if (hasPending(state)) throw new InitError(ExitCode.KONG_FAILED, `migrations are still pending after kong migrations finish: ${JSON.stringify(state.pending)}`);
+    if (hasPending(state))
+      throw new InitError(ExitCode.KONG_FAILED, `migrations are still pending after kong migrations finish: ${JSON.stringify(state.pending)}`);
   }
 }
 
@@ -108,7 +113,13 @@ export async function idle(ctx: RunContext, code: number): Promise<number> {
   const { log, signal } = ctx;
   if (signal.aborted) return code;
   log.info(code === 0 ? 'finish: done; idling until the pod stops' : 'finish: FAILED (see the error above); idling until the pod stops', { exit_code: code });
-  const remind = setInterval(() => log.error('finish failed earlier in this pod; see `kong-db-init status` or the kong_db_init_history table, fix the cause and restart the pod', { exit_code: code }), REMIND_MS);
+  const remind = setInterval(
+    () =>
+      log.error('finish failed earlier in this pod; see `kong-db-init status` or the kong_db_init_history table, fix the cause and restart the pod', {
+        exit_code: code,
+      }),
+    REMIND_MS,
+  );
   if (code === 0) clearInterval(remind);
   const keepAlive = setInterval(() => {}, 1 << 30); // a pending promise alone does not keep Node alive
   await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));

@@ -87,6 +87,9 @@ export function flagTable<O>(specs: readonly FlagSpec<O>[], cmd: string): string
   const cell = (t: string) => t.replace(/\|/g, '\\|');
   const rows = specs
     .filter((s) => s.commands.includes(cmd))
-    .map((s) => `| \`${cell(`${s.alias ? `${s.alias}, ` : ''}${s.flag}${s.arg ? ` ${s.arg}` : ''}`)}\` | ${s.env ? `\`${s.env}\`` : ''} | ${s.def ? `\`${cell(s.def)}\`` : ''} | ${cell(s.help)} |`);
+    .map(
+      (s) =>
+        `| \`${cell(`${s.alias ? `${s.alias}, ` : ''}${s.flag}${s.arg ? ` ${s.arg}` : ''}`)}\` | ${s.env ? `\`${s.env}\`` : ''} | ${s.def ? `\`${cell(s.def)}\`` : ''} | ${cell(s.help)} |`,
+    );
   return ['| flag | environment variable | default | meaning |', '| --- | --- | --- | --- |', ...rows].join('\n');
 }

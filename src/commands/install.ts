@@ -147,7 +147,9 @@ export async function installMain(args: string[]): Promise<number> {
     copyProgram(programDir, path.join(dir, 'app'));
     writeAtomic(path.join(dir, 'kong-db-init'), LAUNCHER, 0o755);
     const launcher = path.join(dir, 'kong-db-init');
-    process.stderr.write(`kong-db-init install: installed into ${dir} (node ${process.version}${libs.length ? `, ${libs.map(soname).join(', ')}` : ''}); run ${launcher} migrate\n`);
+    process.stderr.write(
+      `kong-db-init install: installed into ${dir} (node ${process.version}${libs.length ? `, ${libs.map(soname).join(', ')}` : ''}); run ${launcher} migrate\n`,
+    );
     return 0;
   } catch (e) {
     process.stderr.write(`kong-db-init install: copying into ${dir} failed: ${(e as Error).message}; check free space and permissions\n`);

@@ -35,7 +35,12 @@ export function stateReader(run: Run): StateReader {
 
 function logPlan(run: Run, state: SchemaState | undefined): void {
   const plan = state && planOrRefuse(state, run.ctx.settings.finish);
-  run.ctx.log.info('schema state', plan ? { state: plan.state, plan: plan.actions.join(',') || 'nothing', reason: plan.reason } : { state: 'unknown', plan: 'wait for the pod that holds the lock' });
+  run.ctx.log.info(
+    'schema state',
+    plan
+      ? { state: plan.state, plan: plan.actions.join(',') || 'nothing', reason: plan.reason }
+      : { state: 'unknown', plan: 'wait for the pod that holds the lock' },
+  );
 }
 
 /** `--dry-run`: the state (read even while another pod migrates), the plan and any repair; nothing changed. */

@@ -7,7 +7,6 @@ import { RENDER_EXIT, RenderError } from '../render/errors.js';
 import { scrubSecretValues } from '../render/secrets.js';
 import { postRender } from '../render/transform.js';
 
-
 export const POST_RENDER_HELP = `Usage: kong-db-init post-render [flags] < manifests > manifests
 
 A Helm post-renderer: removes the Kong chart's init-migrations Job (and the pre-upgrade

@@ -15,14 +15,29 @@ export async function status(ctx: RunContext): Promise<number> {
     return 0;
   }
   const cli = kongCli(ctx);
-  const client = await waitForPostgres(k, { deadline: Date.now() + st.deadlineMs, log, signal }).then((w) => w.client, (e: unknown) => e as Error);
+  const client = await waitForPostgres(k, { deadline: Date.now() + st.deadlineMs, log, signal }).then(
+    (w) => w.client,
+    (e: unknown) => e as Error,
+  );
   try {
     if (client instanceof Error) throw client;
     const state = await cli.list(signal);
     const plan = decide(state, st.finish);
     const repair = await planRepair(client, k.schema, state).catch(() => undefined);
     const history = await readHistory(client, k.schema, st.historyRows).catch(() => []);
-    const view = { target: describeTarget(k), state: plan.state, listExit: state.code, kongStartAccepts: kongStartAccepts(state), plan: plan.actions, reason: plan.reason, refused: plan.refused, repair: repair?.what, pending: state.pending, new: state.new, history };
+    const view = {
+      target: describeTarget(k),
+      state: plan.state,
+      listExit: state.code,
+      kongStartAccepts: kongStartAccepts(state),
+      plan: plan.actions,
+      reason: plan.reason,
+      refused: plan.refused,
+      repair: repair?.what,
+      pending: state.pending,
+      new: state.new,
+      history,
+    };
     log.result(formatStatus(view, st.json));
     return state.code;
   } catch (e) {

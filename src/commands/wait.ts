@@ -17,18 +17,26 @@ async function notReadyReason(run: Run): Promise<string | undefined> {
 }
 
 export async function waitReady(ctx: RunContext): Promise<number> {
-  return runCommand(ctx, 'wait', async (run) => {
-    run.summary.wait_postgres_ms = (await run.sessions.connectMain()).waitedMs;
-    for (let attempt = 1; ; attempt++) {
-      const reason = await notReadyReason(run);
-      if (reason === undefined) break;
-      const delay = backoffDelay(attempt);
-      if (Date.now() + delay > run.deadline) {
-        throw new InitError(ExitCode.DEADLINE, `deadline reached: ${reason}; is the kong-db-init migrate init container (or \`kong migrations\`) running? Check its logs, or raise --deadline`);
+  return runCommand(
+    ctx,
+    'wait',
+    async (run) => {
+      run.summary.wait_postgres_ms = (await run.sessions.connectMain()).waitedMs;
+      for (let attempt = 1; ; attempt++) {
+        const reason = await notReadyReason(run);
+        if (reason === undefined) break;
+        const delay = backoffDelay(attempt);
+        if (Date.now() + delay > run.deadline) {
+          throw new InitError(
+            ExitCode.DEADLINE,
+            `deadline reached: ${reason}; is the kong-db-init migrate init container (or \`kong migrations\`) running? Check its logs, or raise --deadline`,
+          );
+        }
+        ctx.log.info('waiting for migrations', { attempt, reason, next_try_ms: delay });
+        await sleep(delay, ctx.signal);
       }
-      ctx.log.info('waiting for migrations', { attempt, reason, next_try_ms: delay });
-      await sleep(delay, ctx.signal);
-    }
-    ctx.log.info('schema ready: kong start will proceed', { state: run.summary.state_after });
-  }, { history: false });
+      ctx.log.info('schema ready: kong start will proceed', { state: run.summary.state_after });
+    },
+    { history: false },
+  );
 }

@@ -92,7 +92,12 @@ function viewOf(fsRoot: string | undefined): View {
 /** The executable `bin` resolves to (PATH lookup like execvp), as a logical path, or undefined. */
 export function resolveBin(bin: string, env: Env, fsRoot?: string): string | undefined {
   const v = viewOf(fsRoot);
-  const candidates = bin.includes('/') ? [bin] : (env.PATH ?? '').split(':').filter(Boolean).map((d) => path.join(d, bin));
+  const candidates = bin.includes('/')
+    ? [bin]
+    : (env.PATH ?? '')
+        .split(':')
+        .filter(Boolean)
+        .map((d) => path.join(d, bin));
   for (const c of candidates) {
     try {
       fs.accessSync(v.phys(c), fs.constants.X_OK);
@@ -188,7 +193,10 @@ function rootFiles(v: View, root: string, sink: Sink): void {
  * costs one `list`, never a wrong match).
  */
 export function loadedPlugins(value: string): string[] {
-  const names = value.split(',').map((s) => s.trim()).filter(Boolean);
+  const names = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (names[0] === 'off') return [];
   return [...new Set(names.filter((n) => n !== 'off'))].sort();
 }
@@ -222,7 +230,11 @@ export function kongLuaRoots(i: IdentityInput, conf: Record<string, string>): { 
   const problems: string[] = [];
   const lpp = i.env.KONG_LUA_PACKAGE_PATH ?? conf.lua_package_path ?? KONG_DEFAULT_LUA_PACKAGE_PATH;
   const override = i.env.KONG_LUA_PATH_OVERRIDE ?? '';
-  for (const [name, v] of [['lua_package_path', lpp], ['KONG_LUA_PATH_OVERRIDE', override]] as const) if (isReference(v)) problems.push(name);
+  for (const [name, v] of [
+    ['lua_package_path', lpp],
+    ['KONG_LUA_PATH_OVERRIDE', override],
+  ] as const)
+    if (isReference(v)) problems.push(name);
   // `kong migrations`: package.path = lua_package_path .. ";" .. (KONG_LUA_PATH_OVERRIDE .. "./?.lua;./?/init.lua;" .. resty's default)
   const luaPathDefault = i.env.LUA_PATH !== undefined ? luaPathRoots(i.env.LUA_PATH, cwd, defaults) : [];
   const roots = [
@@ -254,7 +266,9 @@ export function kongIdentity(i: IdentityInput): string {
   const bin = resolveBin(i.bin, i.env, i.fsRoot);
   add('bin', bin ? readOr(v.phys(bin)) : `unresolved:${i.bin}`);
 
-  const settings = Object.keys(i.env).filter((k) => k.startsWith('KONG_') && !k.startsWith('KONG_DB_INIT_') && !/PASSWORD/.test(k)).sort();
+  const settings = Object.keys(i.env)
+    .filter((k) => k.startsWith('KONG_') && !k.startsWith('KONG_DB_INIT_') && !/PASSWORD/.test(k))
+    .sort();
   for (const k of settings) add(`env:${k}`, i.env[k] ?? '');
   if (i.env.LUA_PATH !== undefined) add('env:LUA_PATH', i.env.LUA_PATH);
 

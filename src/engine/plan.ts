@@ -72,14 +72,23 @@ export function decide(s: SchemaState, policy: FinishPolicy): Plan {
           state,
           actions: [],
           reason: 'pending migrations from a previous upgrade block new ones',
-          refused: `the database has ${count(s.pending)} pending migration(s) from a previous upgrade and ${count(s.new)} new one(s); ` +
+          refused:
+            `the database has ${count(s.pending)} pending migration(s) from a previous upgrade and ${count(s.new)} new one(s); ` +
             '`kong migrations up` cannot run before `finish`, and --finish=never forbids it: run `kong migrations finish` once every pod runs the new version, or use --finish=auto',
         };
       }
-      return { state, actions: ['finish', 'up'], reason: `finish ${count(s.pending)} pending migration(s) from a previous upgrade, then run ${count(s.new)} new one(s)` };
+      return {
+        state,
+        actions: ['finish', 'up'],
+        reason: `finish ${count(s.pending)} pending migration(s) from a previous upgrade, then run ${count(s.new)} new one(s)`,
+      };
     case 'pending':
       if (policy === 'always') return { state, actions: ['finish'], reason: `--finish=always: finish ${count(s.pending)} pending migration(s)` };
-      return { state, actions: [], reason: `${count(s.pending)} pending migration(s) left for \`kong migrations finish\` after the rollout (Kong starts with them)` };
+      return {
+        state,
+        actions: [],
+        reason: `${count(s.pending)} pending migration(s) left for \`kong migrations finish\` after the rollout (Kong starts with them)`,
+      };
     case 'up-to-date':
       return { state, actions: [], reason: 'the database is up to date' };
   }

@@ -118,7 +118,9 @@ async function applyRepair(c: pg.Client, schema: string | undefined, r: Repair):
 function finishIfNeverBootstrapped(run: Run, state: SchemaState): void {
   if (run.finish !== 'auto' || state.code !== 5 || count(state.executed) > 0) return;
   run.finish = 'always';
-  run.ctx.log.info('the database was never fully bootstrapped (schema_meta records nothing): no Kong node can have started on it, so pending migrations are finished in this run too');
+  run.ctx.log.info(
+    'the database was never fully bootstrapped (schema_meta records nothing): no Kong node can have started on it, so pending migrations are finished in this run too',
+  );
 }
 
 /**
@@ -135,7 +137,10 @@ export async function repair(run: Run, state: SchemaState, reread: () => Promise
   if (!r) return state;
   if (r.kind === 'wait-kong-lock' || (r.kind === 'clear-dead-kong-lock' && !ctx.settings.repair)) {
     // Kong waits out the row by itself (the step is retried after its ttl): nothing to refuse
-    const what = r.kind === 'wait-kong-lock' ? r.what : `Kong's "migrations" lock row (owner ${r.what.split('owner ')[1]?.split(',')[0]}) is held: --repair=false, waiting for its ttl`;
+    const what =
+      r.kind === 'wait-kong-lock'
+        ? r.what
+        : `Kong's "migrations" lock row (owner ${r.what.split('owner ')[1]?.split(',')[0]}) is held: --repair=false, waiting for its ttl`;
     ctx.log.info(what);
     s.note = what;
     return state;

@@ -85,10 +85,21 @@ async function attempt(action: Action, before: SchemaState, sc: StepContext): Pr
 /** The error that ends the step, for the outcomes that end it; undefined for those retried. */
 function finalError(action: Action, a: Attempt, n: number): InitError | undefined {
   const { r, after } = a;
-  if (a.outcome === 'failed') return new InitError(ExitCode.KONG_FAILED, `kong migrations ${action} exited ${r.exitCode} and the schema is now "${stateName(after)}": ${kongError(r.stderr || r.stdout)}`);
-  if (a.outcome === 'stuck') return new InitError(ExitCode.KONG_FAILED, `kong migrations ${action} exited ${r.exitCode} but the schema is still "${stateName(after)}": ${kongError(r.stdout || r.stderr)}`);
+  if (a.outcome === 'failed')
+    return new InitError(
+      ExitCode.KONG_FAILED,
+      `kong migrations ${action} exited ${r.exitCode} and the schema is now "${stateName(after)}": ${kongError(r.stderr || r.stdout)}`,
+    );
+  if (a.outcome === 'stuck')
+    return new InitError(
+      ExitCode.KONG_FAILED,
+      `kong migrations ${action} exited ${r.exitCode} but the schema is still "${stateName(after)}": ${kongError(r.stdout || r.stderr)}`,
+    );
   if (a.outcome === 'race' && n >= 8) {
-    return new InitError(ExitCode.KONG_FAILED, `kong migrations ${action} kept failing with a concurrent-change error (is another \`kong migrations\` running, e.g. the chart's init-migrations Job?): ${lastLines(r.stderr, 2)}`);
+    return new InitError(
+      ExitCode.KONG_FAILED,
+      `kong migrations ${action} kept failing with a concurrent-change error (is another \`kong migrations\` running, e.g. the chart's init-migrations Job?): ${lastLines(r.stderr, 2)}`,
+    );
   }
   return undefined;
 }
@@ -100,12 +111,18 @@ async function waitToRetry(action: Action, a: Attempt, n: number, sc: StepContex
   const fix = lockRow
     ? `Kong's own "migrations" lock row is held by owner ${lockRow.owner} until ${lockRow.ttl}; if no Kong migration is running it was left by a killed run and expires then (or delete it: DELETE FROM locks WHERE key = 'migrations')`
     : 'another Kong node changed the database at the same time';
-  if (Date.now() + wait > sc.deadline) throw new InitError(ExitCode.DEADLINE, `deadline reached while kong migrations ${action} kept being refused: ${fix}; raise --deadline`);
-  sc.log.warn(outcome === 'aborted' ? `kong migrations ${action} was aborted by Kong's own lock; retrying` : `kong migrations ${action} hit a concurrent change; retrying`, {
-    kong_lock_owner: lockRow?.owner,
-    kong_lock_until: lockRow?.ttl,
-    next_try_ms: wait,
-  });
+  if (Date.now() + wait > sc.deadline)
+    throw new InitError(ExitCode.DEADLINE, `deadline reached while kong migrations ${action} kept being refused: ${fix}; raise --deadline`);
+  sc.log.warn(
+    outcome === 'aborted'
+      ? `kong migrations ${action} was aborted by Kong's own lock; retrying`
+      : `kong migrations ${action} hit a concurrent change; retrying`,
+    {
+      kong_lock_owner: lockRow?.owner,
+      kong_lock_until: lockRow?.ttl,
+      next_try_ms: wait,
+    },
+  );
   await sleep(wait, sc.signal);
 }
 

@@ -18,7 +18,11 @@ export const NOT_LEADER = 'aborted: another node is performing database changes'
  */
 export const KONG_LOCK_WAIT_TIMEOUT = /^Error: \[PostgreSQL error\] timeout\s*$/m;
 /** PostgreSQL errors that a concurrent Kong bootstrap (not ours) can cause; retrying heals them. */
-export const RACE_ERRORS = [/tuple concurrently updated/, /failed to bootstrap database: .*already exists/, /duplicate key value violates unique constraint "pg_type_typname_nsp_index"/];
+export const RACE_ERRORS = [
+  /tuple concurrently updated/,
+  /failed to bootstrap database: .*already exists/,
+  /duplicate key value violates unique constraint "pg_type_typname_nsp_index"/,
+];
 
 /** Parse `kong migrations list` output into a typed state. Throws when the exit status is not 0/3/4/5. */
 export function parseList(exitCode: number, stdout: string, stderr = ''): SchemaState {
@@ -36,14 +40,23 @@ export function parseList(exitCode: number, stdout: string, stderr = ''): Schema
     else if (line.trim() === '') section = undefined;
     else if (section) {
       const m = /^\s*([A-Za-z0-9_.-]+):\s*(.*)$/.exec(line);
-      if (m) section[m[1]!] = m[2]!.split(',').map((s) => s.trim()).filter(Boolean);
+      if (m)
+        section[m[1]!] = m[2]!
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean);
     }
   }
   return state;
 }
 
 export function lastLines(text: string, n: number): string {
-  return text.trim().split(/\r?\n/).filter((l) => l.trim() !== '').slice(-n).join(' | ');
+  return text
+    .trim()
+    .split(/\r?\n/)
+    .filter((l) => l.trim() !== '')
+    .slice(-n)
+    .join(' | ');
 }
 
 /**
@@ -56,7 +69,10 @@ export function kongError(text: string, n = 8): string {
   if (i < 0) return lastLines(text, n);
   const end = lines.findIndex((l, j) => j > i && (/^\s*stack traceback:/.test(l) || l.trim() === ''));
   // Kong wraps what failed inside its lock: "cluster_mutex callback threw an error: <file>:<line>: <error>"
-  return lines.slice(i, end < 0 ? i + 3 : end).join(' | ').replace(/cluster_mutex callback threw an error: \S+:\d+: (\[PostgreSQL error\] )?/, '');
+  return lines
+    .slice(i, end < 0 ? i + 3 : end)
+    .join(' | ')
+    .replace(/cluster_mutex callback threw an error: \S+:\d+: (\[PostgreSQL error\] )?/, '');
 }
 
 export interface KongResult {
@@ -141,7 +157,10 @@ export class KongCli {
 
   /** Kong's stdout and stderr, line by line, into our log (scrubbed before anything stores them). */
   private stream(child: ResultPromise, cmd: string): void {
-    for (const [stream, level] of [[child.stdout, 'info'], [child.stderr, 'warn']] as const) {
+    for (const [stream, level] of [
+      [child.stdout, 'info'],
+      [child.stderr, 'warn'],
+    ] as const) {
       if (!stream) continue;
       readline.createInterface({ input: stream }).on('line', (line) => {
         if (line.trim() !== '') this.o.log[level](`[${cmd}] ${scrub(line)}`);
@@ -224,10 +243,16 @@ export class KongCli {
   /** A Kong executable that cannot be started is a configuration error naming the fix. */
   private spawnError(code: string | undefined): void {
     if (code === 'ENOENT') {
-      throw new InitError(ExitCode.CONFIG, `Kong executable "${this.o.bin}" not found${this.o.bin.includes('/') ? '' : ' on PATH'}; set --kong-bin or KONG_DB_INIT_KONG_BIN to the kong binary (run inside the Kong image)`);
+      throw new InitError(
+        ExitCode.CONFIG,
+        `Kong executable "${this.o.bin}" not found${this.o.bin.includes('/') ? '' : ' on PATH'}; set --kong-bin or KONG_DB_INIT_KONG_BIN to the kong binary (run inside the Kong image)`,
+      );
     }
     if (code === 'EACCES') {
-      throw new InitError(ExitCode.CONFIG, `Kong executable "${this.o.bin}" is not executable (EACCES); fix its permissions or point --kong-bin at the real kong binary`);
+      throw new InitError(
+        ExitCode.CONFIG,
+        `Kong executable "${this.o.bin}" is not executable (EACCES); fix its permissions or point --kong-bin at the real kong binary`,
+      );
     }
   }
 

@@ -60,7 +60,8 @@ const KONG_DEFAULT_CONF_PATHS = ['/etc/kong/kong.conf', '/etc/kong.conf'];
 /** A kong.conf line is shown in an error only when it cannot hold a secret. */
 function showLine(raw: string): string {
   const line = raw.trim();
-  if (/pass|secret|key|token|cred/i.test(line)) return `a line starting with ${JSON.stringify(line.split(/[\s=:]/)[0]!.slice(0, 40))} (not shown: it may hold a secret)`;
+  if (/pass|secret|key|token|cred/i.test(line))
+    return `a line starting with ${JSON.stringify(line.split(/[\s=:]/)[0]!.slice(0, 40))} (not shown: it may hold a secret)`;
   return JSON.stringify(line.slice(0, 60));
 }
 
@@ -68,7 +69,10 @@ function showLine(raw: string): string {
 export function parseKongConf(text: string, path: string): Record<string, string> {
   const out: Record<string, string> = {};
   text.split(/\r?\n/).forEach((raw, i) => {
-    const line = raw.replace(/(^|[^\\])#.*$/, '$1').replace(/\\#/g, '#').trim();
+    const line = raw
+      .replace(/(^|[^\\])#.*$/, '$1')
+      .replace(/\\#/g, '#')
+      .trim();
     if (line === '') return;
     const eq = line.indexOf('=');
     const key = eq > 0 ? line.slice(0, eq).trim() : '';
@@ -138,7 +142,9 @@ function layerKongValues(env: Env, confFlag: string | undefined, files: FileRead
   let confPath: string | undefined;
   if (explicitConf) {
     if (!files.exists(explicitConf)) {
-      throw configError(`kong.conf not found at ${explicitConf} (from ${confFlag && confFlag !== env.KONG_CONF ? '--conf' : 'KONG_CONF'}); mount the file or unset the setting`);
+      throw configError(
+        `kong.conf not found at ${explicitConf} (from ${confFlag && confFlag !== env.KONG_CONF ? '--conf' : 'KONG_CONF'}); mount the file or unset the setting`,
+      );
     }
     confPath = explicitConf;
   } else {
@@ -167,8 +173,20 @@ function layerKongValues(env: Env, confFlag: string | undefined, files: FileRead
 
 /** The settings kong-db-init reads; a `{vault://…}` reference in any of them is resolved. */
 const USED_SETTINGS = [
-  'database', 'pg_host', 'pg_port', 'pg_user', 'pg_password', 'pg_database', 'pg_schema', 'pg_timeout',
-  'pg_ssl', 'pg_ssl_verify', 'pg_ssl_required', 'pg_ssl_cert', 'pg_ssl_cert_key', 'lua_ssl_trusted_certificate',
+  'database',
+  'pg_host',
+  'pg_port',
+  'pg_user',
+  'pg_password',
+  'pg_database',
+  'pg_schema',
+  'pg_timeout',
+  'pg_ssl',
+  'pg_ssl_verify',
+  'pg_ssl_required',
+  'pg_ssl_cert',
+  'pg_ssl_cert_key',
+  'lua_ssl_trusted_certificate',
 ] as const;
 
 export interface LoadOptions {
@@ -186,7 +204,9 @@ function resolveVaults(g: Getter, env: Env, fromFiles: Record<string, string>): 
     const v = values[k];
     if (!isReference(v)) continue;
     if (!vaults.includes('bundled') && !vaults.includes('env')) {
-      throw configError(`${src(k)} (${v}): ${src('vaults')}=${values.vaults} turns Kong's env vault off, so Kong would not resolve this reference; add "bundled" (Kong's default) to it, or set the value itself`);
+      throw configError(
+        `${src(k)} (${v}): ${src('vaults')}=${values.vaults} turns Kong's env vault off, so Kong would not resolve this reference; add "bundled" (Kong's default) to it, or set the value itself`,
+      );
     }
     values[k] = resolveReference(v, src(k), { ...env, ...fromFiles }, values.vault_env_prefix);
   }
@@ -211,8 +231,10 @@ function clientCertificate(g: Getter, files: FileReader, pgUsed: boolean, ssl: b
   if (!ssl) return none;
   const clientCert = readPem(files, certFile, src('pg_ssl_cert'), 'client certificate');
   const clientKey = readPem(files, keyFile, src('pg_ssl_cert_key'), 'client key');
-  if (!/-----BEGIN [A-Z ]*CERTIFICATE-----/.test(clientCert)) throw configError(`${src('pg_ssl_cert')}: ${certFile} is not a PEM certificate; point it at the client certificate (PEM)`);
-  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(clientKey)) throw configError(`${src('pg_ssl_cert_key')}: ${keyFile} is not a PEM private key; point it at the client certificate's key (PEM, unencrypted)`);
+  if (!/-----BEGIN [A-Z ]*CERTIFICATE-----/.test(clientCert))
+    throw configError(`${src('pg_ssl_cert')}: ${certFile} is not a PEM certificate; point it at the client certificate (PEM)`);
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(clientKey))
+    throw configError(`${src('pg_ssl_cert_key')}: ${keyFile} is not a PEM private key; point it at the client certificate's key (PEM, unencrypted)`);
   return { clientCert, clientKey };
 }
 
@@ -243,7 +265,10 @@ export function loadKongConfig(env: Env, confFlag: string | undefined, files: Fi
     ssl,
     sslVerify,
     sslRequired: parseBool(get('pg_ssl_required'), src('pg_ssl_required')),
-    ca: pgUsed && ssl && sslVerify ? trustedCertificates(get('lua_ssl_trusted_certificate'), src('lua_ssl_trusted_certificate'), files, opts.systemCaPaths ?? SYSTEM_CA_PATHS) : undefined,
+    ca:
+      pgUsed && ssl && sslVerify
+        ? trustedCertificates(get('lua_ssl_trusted_certificate'), src('lua_ssl_trusted_certificate'), files, opts.systemCaPaths ?? SYSTEM_CA_PATHS)
+        : undefined,
     ...clientCertificate(g, files, pgUsed, ssl),
     confPath,
     confExplicit: Boolean(explicitConf),

@@ -53,7 +53,10 @@ function inlineCertificates(value: string): string[] | undefined {
  * would then verify against nothing.
  */
 export function trustedCertificates(value: string, setting: string, files: FileReader, systemPaths: readonly string[]): string[] {
-  const entries = value.split(',').map((s) => s.trim()).filter(Boolean);
+  const entries = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const pems: string[] = [];
   let systemMissing = false;
   for (const e of entries) {
@@ -65,13 +68,18 @@ export function trustedCertificates(value: string, setting: string, files: FileR
       pems.push(readPem(files, e, setting, 'CA'));
     } else {
       const inline = inlineCertificates(e);
-      if (!inline) throw configError(`${setting}: CA file ${e.length > 80 ? `${e.slice(0, 40)}...` : e} not found (nor is it a PEM or base64 certificate); mount the CA bundle or fix the path`);
+      if (!inline)
+        throw configError(
+          `${setting}: CA file ${e.length > 80 ? `${e.slice(0, 40)}...` : e} not found (nor is it a PEM or base64 certificate); mount the CA bundle or fix the path`,
+        );
       pems.push(inline.join(''));
     }
   }
   if (pems.length === 0) {
     const why = systemMissing ? `"system" names the operating system's CA bundle, but none of ${systemPaths.join(', ')} exists` : 'it names no certificate';
-    throw configError(`${setting}=${JSON.stringify(value)}: ${why}, so Kong would trust no server certificate; set it to the CA file of the Postgres server (or install the CA bundle), or set KONG_PG_SSL_VERIFY=off`);
+    throw configError(
+      `${setting}=${JSON.stringify(value)}: ${why}, so Kong would trust no server certificate; set it to the CA file of the Postgres server (or install the CA bundle), or set KONG_PG_SSL_VERIFY=off`,
+    );
   }
   return pems;
 }
@@ -81,7 +89,8 @@ export function readPem(files: FileReader, file: string, setting: string, what: 
   try {
     return files.read(file);
   } catch (err) {
-    throw configError(`${setting}: cannot read ${what} file ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'}); make it readable by the container's user`);
+    throw configError(
+      `${setting}: cannot read ${what} file ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'}); make it readable by the container's user`,
+    );
   }
 }
-

@@ -107,10 +107,15 @@ export function resolveReference(ref: string, setting: string, env: Env, vaultEn
     json = undefined;
   }
   if (json === null || typeof json !== 'object' || Array.isArray(json)) {
-    throw configError(`${setting} (${ref}): environment variable ${variable} does not hold a JSON object (needed for the key "${r.key}"); store a JSON object there or drop "/${r.key}" from the reference`);
+    throw configError(
+      `${setting} (${ref}): environment variable ${variable} does not hold a JSON object (needed for the key "${r.key}"); store a JSON object there or drop "/${r.key}" from the reference`,
+    );
   }
   const field = (json as Record<string, unknown>)[r.key];
   if (field === undefined) throw configError(`${setting} (${ref}): the JSON object in ${variable} has no field "${r.key}"; add it or fix the key`);
-  if (typeof field !== 'string') throw configError(`${setting} (${ref}): field "${r.key}" of the JSON object in ${variable} is a ${field === null ? 'null' : typeof field}, not a string; store it as a string`);
+  if (typeof field !== 'string')
+    throw configError(
+      `${setting} (${ref}): field "${r.key}" of the JSON object in ${variable} is a ${field === null ? 'null' : typeof field}, not a string; store it as a string`,
+    );
   return field;
 }

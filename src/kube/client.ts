@@ -25,11 +25,17 @@ export function inClusterAccess(env: Record<string, string | undefined>, files: 
   const host = env.KUBERNETES_SERVICE_HOST;
   const port = env.KUBERNETES_SERVICE_PORT ?? '443';
   if (!host) {
-    throw new InitError(ExitCode.CONFIG, 'not running in a Kubernetes pod (KUBERNETES_SERVICE_HOST is not set): `finish` waits for the rollout through the Kubernetes API; run it in the Kong pod, or pass --rollout=skip to finish without waiting');
+    throw new InitError(
+      ExitCode.CONFIG,
+      'not running in a Kubernetes pod (KUBERNETES_SERVICE_HOST is not set): `finish` waits for the rollout through the Kubernetes API; run it in the Kong pod, or pass --rollout=skip to finish without waiting',
+    );
   }
   for (const f of ['token', 'ca.crt']) {
     if (!files.exists(`${dir}/${f}`)) {
-      throw new InitError(ExitCode.CONFIG, `no service-account ${f} at ${dir}/${f}: mount a service-account token into this container (automountServiceAccountToken, or the projected volume the post-renderer adds)`);
+      throw new InitError(
+        ExitCode.CONFIG,
+        `no service-account ${f} at ${dir}/${f}: mount a service-account token into this container (automountServiceAccountToken, or the projected volume the post-renderer adds)`,
+      );
     }
   }
   const namespace = env.POD_NAMESPACE || (files.exists(`${dir}/namespace`) ? files.read(`${dir}/namespace`).trim() : 'default');

@@ -91,7 +91,10 @@ export function workloadBlockers(o: Observed): string[] {
     const hash = currentHash(w, o.replicaSets ?? []);
     if (!hash) return [`${name}: no ReplicaSet for its current revision yet`];
     const old = pods.filter((p) => p.metadata.labels?.['pod-template-hash'] !== hash);
-    if (old.length) out.push(`${name}: ${old.length} pod(s) of an older revision still exist (${old.map((p) => p.metadata.name + (p.metadata.deletionTimestamp ? ' terminating' : '')).join(', ')})`);
+    if (old.length)
+      out.push(
+        `${name}: ${old.length} pod(s) of an older revision still exist (${old.map((p) => p.metadata.name + (p.metadata.deletionTimestamp ? ' terminating' : '')).join(', ')})`,
+      );
     if ((st.updatedReplicas ?? 0) < want) out.push(`${name}: ${st.updatedReplicas ?? 0}/${want} pods updated`);
     if ((st.availableReplicas ?? 0) < want) out.push(`${name}: ${st.availableReplicas ?? 0}/${want} pods available`);
   } else if (w.kind === 'StatefulSet') {
@@ -104,7 +107,8 @@ export function workloadBlockers(o: Observed): string[] {
   } else {
     const want = st.desiredNumberScheduled ?? 0;
     const revs = new Set(pods.map((p) => p.metadata.labels?.['controller-revision-hash']));
-    if (revs.size > 1 || pods.length > want) out.push(`${name}: pods of an older revision still exist (${pods.length} pods for ${want} nodes, ${revs.size} revisions)`);
+    if (revs.size > 1 || pods.length > want)
+      out.push(`${name}: pods of an older revision still exist (${pods.length} pods for ${want} nodes, ${revs.size} revisions)`);
     if ((st.updatedNumberScheduled ?? 0) < want) out.push(`${name}: ${st.updatedNumberScheduled ?? 0}/${want} pods updated`);
     if ((st.numberAvailable ?? 0) < want) out.push(`${name}: ${st.numberAvailable ?? 0}/${want} pods available`);
   }
@@ -118,11 +122,13 @@ export function workloadBlockers(o: Observed): string[] {
  * missing, or RBAC hides them.
  */
 export function rolloutBlockers(observed: Observed[], ownImage: string | undefined): string[] {
-  if (observed.length === 0) return [`no workload carries the label ${GROUP_LABEL}: is this pod's workload labelled (post-renderer) and may its service account list it?`];
+  if (observed.length === 0)
+    return [`no workload carries the label ${GROUP_LABEL}: is this pod's workload labelled (post-renderer) and may its service account list it?`];
   const out: string[] = [];
   for (const o of observed) {
     const img = templateImage(o.workload.spec?.template);
-    if (ownImage && img && img !== ownImage) out.push(`${id(o.workload)}: runs ${img}, this pod runs ${ownImage}: finish waits until every Kong workload on the database runs the new version`);
+    if (ownImage && img && img !== ownImage)
+      out.push(`${id(o.workload)}: runs ${img}, this pod runs ${ownImage}: finish waits until every Kong workload on the database runs the new version`);
     out.push(...workloadBlockers(o));
   }
   return out;

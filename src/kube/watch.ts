@@ -20,7 +20,11 @@ export interface RolloutWatch {
   signal: AbortSignal;
 }
 
-const KINDS = [['Deployment', 'deployments'], ['StatefulSet', 'statefulsets'], ['DaemonSet', 'daemonsets']] as const;
+const KINDS = [
+  ['Deployment', 'deployments'],
+  ['StatefulSet', 'statefulsets'],
+  ['DaemonSet', 'daemonsets'],
+] as const;
 
 /** List the group's workloads, their ReplicaSets and pods in every namespace. */
 export async function observeGroup(a: KubeAccess, namespaces: string[], group: string, signal?: AbortSignal): Promise<Observed[]> {
@@ -49,7 +53,10 @@ export async function blockers(w: RolloutWatch): Promise<string[]> {
   } catch (e) {
     if (w.signal.aborted) throw new Interrupted();
     if (e instanceof KubeError && !e.retryable) {
-      const rbac = e.status === 403 ? `; grant this pod's service account "list" on apps deployments, statefulsets, daemonsets, replicasets and on pods in ${scanned(w).join(', ')}` : '';
+      const rbac =
+        e.status === 403
+          ? `; grant this pod's service account "list" on apps deployments, statefulsets, daemonsets, replicasets and on pods in ${scanned(w).join(', ')}`
+          : '';
       throw new InitError(ExitCode.CONFIG, `the Kubernetes API refused: ${e.message}${rbac}`);
     }
     return [`Kubernetes API not reachable (retrying): ${(e as Error).message}`];
@@ -66,7 +73,10 @@ export async function waitForRollout(w: RolloutWatch, deadline: number): Promise
       return;
     }
     if (Date.now() + w.pollMs > deadline) {
-      throw new InitError(ExitCode.DEADLINE, `deadline reached waiting for the rollout before kong migrations finish: ${text}; finish the rollout (or upgrade the other releases on this database), then rerun, or raise --deadline`);
+      throw new InitError(
+        ExitCode.DEADLINE,
+        `deadline reached waiting for the rollout before kong migrations finish: ${text}; finish the rollout (or upgrade the other releases on this database), then rerun, or raise --deadline`,
+      );
     }
     if (text !== last) w.log.info('waiting for the rollout before kong migrations finish', { attempt, waiting_for: text });
     last = text;

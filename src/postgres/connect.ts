@@ -74,11 +74,28 @@ export interface Classified {
   fix?: string;
 }
 
-const RETRY_ERRNO = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ECONNABORTED', 'EADDRNOTAVAIL']);
+const RETRY_ERRNO = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'ECONNABORTED',
+  'EADDRNOTAVAIL',
+]);
 const RETRY_SQLSTATE = new Set(['57P01', '57P02', '57P03', '53300', '53400']);
 const TLS_CODES = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'CERT_HAS_EXPIRED',
-  'ERR_TLS_CERT_ALTNAME_INVALID', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_NOT_YET_VALID', 'ERR_SSL_WRONG_VERSION_NUMBER',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_NOT_YET_VALID',
+  'ERR_SSL_WRONG_VERSION_NUMBER',
 ]);
 
 /** Decide whether a connection error can heal by waiting, and say what to fix when it cannot. */
@@ -86,20 +103,50 @@ export function classify(err: unknown, k: Pick<KongPg, 'host' | 'port' | 'db' | 
   const e = err as { code?: string; message?: string; errno?: number; severity?: string };
   const code = e?.code ?? '';
   const msg = scrub(String(e?.message ?? err)); // text from Postgres: scrubbed before it goes into a field
-  if (code === '28P01') return { kind: 'fatal', reason: `${code} password authentication failed`, fix: 'check KONG_PG_USER and KONG_PG_PASSWORD (or KONG_PG_PASSWORD_FILE) against the Postgres role' };
+  if (code === '28P01')
+    return {
+      kind: 'fatal',
+      reason: `${code} password authentication failed`,
+      fix: 'check KONG_PG_USER and KONG_PG_PASSWORD (or KONG_PG_PASSWORD_FILE) against the Postgres role',
+    };
   if (code === '28000' && /role .* does not exist/.test(msg)) {
-    return { kind: 'retry', boundedMs: MISSING_RETRY_MS, reason: `${code} role "${k.user}" does not exist (yet)`, fix: `create the role ${k.user} or fix KONG_PG_USER` };
+    return {
+      kind: 'retry',
+      boundedMs: MISSING_RETRY_MS,
+      reason: `${code} role "${k.user}" does not exist (yet)`,
+      fix: `create the role ${k.user} or fix KONG_PG_USER`,
+    };
   }
   if (code === '28000') {
     const noEnc = /no encryption/.test(msg);
-    return { kind: 'fatal', reason: `${code} ${msg}`, fix: noEnc ? 'the server requires TLS: set KONG_PG_SSL=on' : 'check KONG_PG_USER and the server\'s pg_hba.conf' };
+    return {
+      kind: 'fatal',
+      reason: `${code} ${msg}`,
+      fix: noEnc ? 'the server requires TLS: set KONG_PG_SSL=on' : "check KONG_PG_USER and the server's pg_hba.conf",
+    };
   }
-  if (code === '3D000') return { kind: 'retry', boundedMs: MISSING_RETRY_MS, reason: `${code} database "${k.db}" does not exist`, fix: `create the database (CREATE DATABASE ${k.db} OWNER ${k.user}) or fix KONG_PG_DATABASE` };
-  if (code === '42501') return { kind: 'fatal', reason: `${code} ${msg}`, fix: `grant the role ${k.user} the privileges it needs (CONNECT, CREATE on the schema)` };
+  if (code === '3D000')
+    return {
+      kind: 'retry',
+      boundedMs: MISSING_RETRY_MS,
+      reason: `${code} database "${k.db}" does not exist`,
+      fix: `create the database (CREATE DATABASE ${k.db} OWNER ${k.user}) or fix KONG_PG_DATABASE`,
+    };
+  if (code === '42501')
+    return { kind: 'fatal', reason: `${code} ${msg}`, fix: `grant the role ${k.user} the privileges it needs (CONNECT, CREATE on the schema)` };
   if (TLS_CODES.has(code) || /certificate|self[- ]signed|SSL routines/i.test(msg)) {
-    return { kind: 'fatal', reason: `TLS: ${msg}`, fix: 'trust the server\'s CA with KONG_LUA_SSL_TRUSTED_CERTIFICATE, fix the host name, or set KONG_PG_SSL_VERIFY=off' };
+    return {
+      kind: 'fatal',
+      reason: `TLS: ${msg}`,
+      fix: "trust the server's CA with KONG_LUA_SSL_TRUSTED_CERTIFICATE, fix the host name, or set KONG_PG_SSL_VERIFY=off",
+    };
   }
-  if (/does not support SSL/i.test(msg)) return { kind: 'fatal', reason: 'TLS: the server does not support SSL connections', fix: 'enable ssl on the Postgres server, or set KONG_PG_SSL_REQUIRED=off (plain text when the server has no TLS) or KONG_PG_SSL=off' };
+  if (/does not support SSL/i.test(msg))
+    return {
+      kind: 'fatal',
+      reason: 'TLS: the server does not support SSL connections',
+      fix: 'enable ssl on the Postgres server, or set KONG_PG_SSL_REQUIRED=off (plain text when the server has no TLS) or KONG_PG_SSL=off',
+    };
   if (RETRY_SQLSTATE.has(code) || code.startsWith('08')) return { kind: 'retry', reason: `${code} ${msg}` };
   if (RETRY_ERRNO.has(code)) {
     const what: Record<string, string> = {
@@ -169,7 +216,9 @@ export async function connectChecked(cfg: ClientConfig): Promise<pg.Client> {
 async function boundSession(c: pg.Client): Promise<void> {
   const ka = SERVER_KEEPALIVE;
   await c
-    .query(`SELECT set_config('tcp_keepalives_idle', '${ka.idleS}', false), set_config('tcp_keepalives_interval', '${ka.intervalS}', false), set_config('tcp_keepalives_count', '${ka.count}', false)`)
+    .query(
+      `SELECT set_config('tcp_keepalives_idle', '${ka.idleS}', false), set_config('tcp_keepalives_interval', '${ka.intervalS}', false), set_config('tcp_keepalives_count', '${ka.count}', false)`,
+    )
     .catch(() => {});
   await c.query(`SELECT set_config('tcp_user_timeout', '${ka.userTimeoutMs}', false)`).catch(() => {});
 }

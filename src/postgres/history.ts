@@ -63,7 +63,18 @@ export async function recordHistory(c: pg.Client, schema: string | undefined, s:
   const r = await c.query<{ id: string }>(
     `INSERT INTO ${table(schema)} (started_at, pod, tool_version, kong_version, state_before, state_after, actions, outcome, exit_code, error)
      VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10) RETURNING id::text`,
-    [row.started_at, row.pod, row.version, row.kong_version ?? null, row.state_before ?? null, row.state_after ?? null, JSON.stringify(row.actions), row.outcome, row.exit_code, row.error ?? null],
+    [
+      row.started_at,
+      row.pod,
+      row.version,
+      row.kong_version ?? null,
+      row.state_before ?? null,
+      row.state_after ?? null,
+      JSON.stringify(row.actions),
+      row.outcome,
+      row.exit_code,
+      row.error ?? null,
+    ],
   );
   const keep = Math.max(1, o.keep ?? HISTORY_KEEP);
   const id = r.rows[0]?.id;
@@ -81,7 +92,6 @@ export async function recordHistory(c: pg.Client, schema: string | undefined, s:
   }
 }
 
-
 export async function readHistory(c: pg.Client, schema: string | undefined, limit: number): Promise<HistoryRow[]> {
   if (!(await historyExists(c, schema))) return [];
   const r = await c.query<HistoryRow>(
@@ -91,4 +101,3 @@ export async function readHistory(c: pg.Client, schema: string | undefined, limi
   );
   return scrubDeep(r.rows);
 }
-

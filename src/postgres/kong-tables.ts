@@ -83,7 +83,9 @@ export async function recordVerified(c: pg.Client, schema: string | undefined, i
   } catch (e) {
     if ((e as { code?: string }).code !== '42P01') return;
     try {
-      await c.query(`CREATE TABLE IF NOT EXISTS ${t} (identity text PRIMARY KEY, fingerprint text NOT NULL, state jsonb NOT NULL, verified_at timestamptz NOT NULL)`);
+      await c.query(
+        `CREATE TABLE IF NOT EXISTS ${t} (identity text PRIMARY KEY, fingerprint text NOT NULL, state jsonb NOT NULL, verified_at timestamptz NOT NULL)`,
+      );
       await upsert();
     } catch {
       // best effort

@@ -12,7 +12,9 @@ export const SESSION_DEAD_MS = 10_000;
 
 /** 64-bit lock key from a fixed namespace, the database and the schema: every pod agrees. */
 export function lockKey(database: string, schema: string | undefined): bigint {
-  const h = createHash('sha256').update(`${LOCK_NAMESPACE}\0${database}\0${schema ?? 'public'}`).digest();
+  const h = createHash('sha256')
+    .update(`${LOCK_NAMESPACE}\0${database}\0${schema ?? 'public'}`)
+    .digest();
   return h.readBigInt64BE(0);
 }
 
@@ -99,7 +101,9 @@ export class AdvisoryLock {
    * --lock-host, after releasing what it may hold.
    */
   async tryAcquire(): Promise<boolean> {
-    const r = await this.client.query<{ ok: boolean; pid: number }>('SELECT pg_try_advisory_lock($1::bigint) AS ok, pg_backend_pid() AS pid', [this.key.toString()]);
+    const r = await this.client.query<{ ok: boolean; pid: number }>('SELECT pg_try_advisory_lock($1::bigint) AS ok, pg_backend_pid() AS pid', [
+      this.key.toString(),
+    ]);
     if (r.rows[0]?.ok !== true) return false;
     const taker = r.rows[0].pid;
     const v = await this.client.query<{ pid: number; held: boolean }>(HELD_BY_ME_SQL, this.keyParts());
@@ -135,7 +139,8 @@ export class AdvisoryLock {
       if (busy._activeQuery || (busy._queryQueue?.length ?? 0) > 0) return;
       this.client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid').then(
         (r) => {
-          if (r.rows[0]?.pid !== this.backendPid) this.markLost(`lock session moved to another backend (${r.rows[0]?.pid} instead of ${this.backendPid}): ${poolerMessage(this.target)}`);
+          if (r.rows[0]?.pid !== this.backendPid)
+            this.markLost(`lock session moved to another backend (${r.rows[0]?.pid} instead of ${this.backendPid}): ${poolerMessage(this.target)}`);
           else this.lastAnswer = Date.now();
         },
         (e: Error) => this.markLost(`lock connection failed: ${e.message}`),

@@ -67,7 +67,9 @@ export class Sessions {
       : this.main!;
     const target = describeTarget({ ...k, host: lockHost ?? k.host, port: lockPort ?? k.port });
     const lock = new AdvisoryLock(this.lockClient, this.key, target);
-    lock.onLost((reason) => log.warn("the advisory-lock session was lost; a running Kong step goes on (Kong's own locks row protects it), then the lock is taken again", { reason }));
+    lock.onLost((reason) =>
+      log.warn("the advisory-lock session was lost; a running Kong step goes on (Kong's own locks row protects it), then the lock is taken again", { reason }),
+    );
     this.lock = lock;
     return lock;
   }

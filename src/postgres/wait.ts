@@ -23,15 +23,17 @@ export function backoffDelay(attempt: number, b: Backoff = DEFAULT_BACKOFF, rand
   return Math.floor(random() * ceiling);
 }
 
-
 /** Sleep that ends early (rejecting with Interrupted) when the signal aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(new Interrupted());
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, Math.max(0, ms));
+    const t = setTimeout(
+      () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      },
+      Math.max(0, ms),
+    );
     const onAbort = () => {
       clearTimeout(t);
       reject(new Interrupted());

@@ -58,7 +58,14 @@ const on = (set: (o: RenderArgs) => void) => (o: RenderArgs, v: string, name: st
 };
 
 export const FLAGS: FlagSpec<RenderArgs>[] = [
-  { flag: '--image', env: 'KONG_DB_INIT_IMAGE', arg: 'REF', commands: BOTH, help: 'our image, for the init container that copies the program (required unless --all-in-one; no default: build and push it from the Dockerfile)', apply: (o, v) => (o.image = v) },
+  {
+    flag: '--image',
+    env: 'KONG_DB_INIT_IMAGE',
+    arg: 'REF',
+    commands: BOTH,
+    help: 'our image, for the init container that copies the program (required unless --all-in-one; no default: build and push it from the Dockerfile)',
+    apply: (o, v) => (o.image = v),
+  },
   {
     flag: '--pull-policy',
     env: 'KONG_DB_INIT_PULL_POLICY',
@@ -70,7 +77,13 @@ export const FLAGS: FlagSpec<RenderArgs>[] = [
       o.pullPolicy = v as PullPolicy;
     },
   },
-  { flag: '--all-in-one', arg: 'REF', commands: BOTH, help: 'use one image built FROM your Kong image with kong-db-init inside (at /opt/kong-db-init) instead of --image; the migrate container and the finish sidecar run it', apply: (o, v) => (o.allInOne = v) },
+  {
+    flag: '--all-in-one',
+    arg: 'REF',
+    commands: BOTH,
+    help: 'use one image built FROM your Kong image with kong-db-init inside (at /opt/kong-db-init) instead of --image; the migrate container and the finish sidecar run it',
+    apply: (o, v) => (o.allInOne = v),
+  },
   {
     flag: '--finish',
     arg: 'POLICY',
@@ -81,10 +94,32 @@ export const FLAGS: FlagSpec<RenderArgs>[] = [
       o.finish = v as FinishPolicy;
     },
   },
-  { flag: '--replace-wait', commands: ['post-render'], help: "also swap the chart's wait-for-db for `kong-db-init wait`", apply: on((o) => (o.replaceWait = true)) },
-  { flag: '--requests', arg: 'k=v,...', commands: BOTH, help: "resources.requests of the migrate container (default: the proxy's, or cpu=100m,memory=256Mi when it has none)", apply: (o, v, name) => (o.requests = parseKv(v, name)) },
-  { flag: '--limits', arg: 'k=v,...', commands: BOTH, help: "resources.limits of the migrate container (default: the proxy's, or memory=512Mi when it has none)", apply: (o, v, name) => (o.limits = parseKv(v, name)) },
-  { flag: '--mesh-ready', commands: BOTH, help: 'the pod has no mesh sidecar that starts after init containers (native sidecars, or Postgres excluded from the mesh)', apply: on((o) => (o.meshReady = true)) },
+  {
+    flag: '--replace-wait',
+    commands: ['post-render'],
+    help: "also swap the chart's wait-for-db for `kong-db-init wait`",
+    apply: on((o) => (o.replaceWait = true)),
+  },
+  {
+    flag: '--requests',
+    arg: 'k=v,...',
+    commands: BOTH,
+    help: "resources.requests of the migrate container (default: the proxy's, or cpu=100m,memory=256Mi when it has none)",
+    apply: (o, v, name) => (o.requests = parseKv(v, name)),
+  },
+  {
+    flag: '--limits',
+    arg: 'k=v,...',
+    commands: BOTH,
+    help: "resources.limits of the migrate container (default: the proxy's, or memory=512Mi when it has none)",
+    apply: (o, v, name) => (o.limits = parseKv(v, name)),
+  },
+  {
+    flag: '--mesh-ready',
+    commands: BOTH,
+    help: 'the pod has no mesh sidecar that starts after init containers (native sidecars, or Postgres excluded from the mesh)',
+    apply: on((o) => (o.meshReady = true)),
+  },
   {
     flag: '--finish-sidecar',
     commands: BOTH,
@@ -94,19 +129,62 @@ export const FLAGS: FlagSpec<RenderArgs>[] = [
       o.finishOptions ??= {};
     }),
   },
-  { flag: '--finish-group', arg: 'NAME', commands: BOTH, help: 'with --finish-sidecar: the group of Kong workloads on one database that finish waits for (default "default")', apply: (o, v) => ((o.finishOptions ??= {}).group = v) },
-  { flag: '--finish-namespaces', arg: 'NS,...', commands: BOTH, help: 'with --finish-sidecar: other namespaces with Kong workloads on the same database', apply: (o, v) => ((o.finishOptions ??= {}).namespaces = v.split(',').filter(Boolean)) },
-  { flag: '--namespace', arg: 'NS', env: 'HELM_NAMESPACE', commands: BOTH, help: 'with --finish-sidecar: the release namespace, for workloads rendered without metadata.namespace (Helm passes it to plugins as HELM_NAMESPACE)', apply: (o, v) => ((o.finishOptions ??= {}).namespace = v) },
+  {
+    flag: '--finish-group',
+    arg: 'NAME',
+    commands: BOTH,
+    help: 'with --finish-sidecar: the group of Kong workloads on one database that finish waits for (default "default")',
+    apply: (o, v) => ((o.finishOptions ??= {}).group = v),
+  },
+  {
+    flag: '--finish-namespaces',
+    arg: 'NS,...',
+    commands: BOTH,
+    help: 'with --finish-sidecar: other namespaces with Kong workloads on the same database',
+    apply: (o, v) => ((o.finishOptions ??= {}).namespaces = v.split(',').filter(Boolean)),
+  },
+  {
+    flag: '--namespace',
+    arg: 'NS',
+    env: 'HELM_NAMESPACE',
+    commands: BOTH,
+    help: 'with --finish-sidecar: the release namespace, for workloads rendered without metadata.namespace (Helm passes it to plugins as HELM_NAMESPACE)',
+    apply: (o, v) => ((o.finishOptions ??= {}).namespace = v),
+  },
   {
     flag: '--post-upgrade-off',
     commands: ['post-render'],
-    help: "with --finish-sidecar when Helm passes no hooks (Helm 3): you have set migrations.postUpgrade=false, so no chart Job runs `kong migrations finish` beside the sidecar (without this flag such a render is refused)",
+    help: 'with --finish-sidecar when Helm passes no hooks (Helm 3): you have set migrations.postUpgrade=false, so no chart Job runs `kong migrations finish` beside the sidecar (without this flag such a render is refused)',
     apply: on((o) => (o.postUpgradeOff = true)),
   },
-  { flag: '--allow-no-kong', commands: BOTH, help: 'pass input without any Kong chart workload through unchanged (values: write an empty overlay)', apply: on((o) => (o.allowNoKong = true)) },
-  { flag: '--error-file', arg: 'PATH', commands: ['post-render'], help: `also write errors here, created new with mode 0600 (Helm 4 discards a plugin's stderr; default ${ERROR_FILE_HELP})`, apply: (o, v) => (o.errorFile = v) },
-  { flag: '--values', alias: '-f', arg: 'FILE', commands: ['values'], help: 'your own values file, as given to helm (repeat in the same order): your deployment.initContainers, userDefinedVolumes, sidecarContainers and extraObjects are kept from it', apply: (o, v) => o.valuesFiles.push(v) },
-  { flag: '--check', arg: 'FILE', commands: ['values'], help: 'compare with a committed overlay: exit 21 with a diff when it is stale', apply: (o, v) => (o.check = v) },
+  {
+    flag: '--allow-no-kong',
+    commands: BOTH,
+    help: 'pass input without any Kong chart workload through unchanged (values: write an empty overlay)',
+    apply: on((o) => (o.allowNoKong = true)),
+  },
+  {
+    flag: '--error-file',
+    arg: 'PATH',
+    commands: ['post-render'],
+    help: `also write errors here, created new with mode 0600 (Helm 4 discards a plugin's stderr; default ${ERROR_FILE_HELP})`,
+    apply: (o, v) => (o.errorFile = v),
+  },
+  {
+    flag: '--values',
+    alias: '-f',
+    arg: 'FILE',
+    commands: ['values'],
+    help: 'your own values file, as given to helm (repeat in the same order): your deployment.initContainers, userDefinedVolumes, sidecarContainers and extraObjects are kept from it',
+    apply: (o, v) => o.valuesFiles.push(v),
+  },
+  {
+    flag: '--check',
+    arg: 'FILE',
+    commands: ['values'],
+    help: 'compare with a committed overlay: exit 21 with a diff when it is stale',
+    apply: (o, v) => (o.check = v),
+  },
 ];
 
 export function defaults(): RenderArgs {

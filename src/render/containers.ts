@@ -76,7 +76,14 @@ function installSecurity(doc: Document, proxy: YAMLMap, podSeccomp: string | und
 }
 
 /** Our own container (`kong-db-init migrate`, or `wait`), run in the proxy's Kong image with the proxy's settings. */
-export function toolContainer(doc: Document, proxy: YAMLMap, o: ContainerOptions, podSeccomp: string | undefined, command: 'migrate' | 'wait', base?: YAMLMap): YAMLMap {
+export function toolContainer(
+  doc: Document,
+  proxy: YAMLMap,
+  o: ContainerOptions,
+  podSeccomp: string | undefined,
+  command: 'migrate' | 'wait',
+  base?: YAMLMap,
+): YAMLMap {
   const src = base ?? proxy;
   const c = new YAMLMap();
   c.set('name', command === 'migrate' ? MIGRATE_CONTAINER : 'wait-for-db');

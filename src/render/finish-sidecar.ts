@@ -59,12 +59,15 @@ export function finishAdditions(workload: Obj, o: FinishRenderOptions = {}): Fin
   const proxy = (podSpec?.containers as Obj[] | undefined)?.find((c) => c.name === 'proxy');
   if (!name || !podSpec || !proxy) throw new FinishRenderError(`${workload?.kind ?? 'document'}/${name ?? '?'}: not a Kong workload with a "proxy" container`);
   const namespace = (workload.metadata.namespace as string | undefined) ?? o.namespace;
-  if (!namespace) throw new FinishRenderError(`${workload.kind}/${name} has no metadata.namespace: pass the release namespace (--namespace) so the RoleBinding can name the service account`);
+  if (!namespace)
+    throw new FinishRenderError(
+      `${workload.kind}/${name} has no metadata.namespace: pass the release namespace (--namespace) so the RoleBinding can name the service account`,
+    );
   const sa = serviceAccountOf(podSpec);
   if (!sa) {
     throw new FinishRenderError(
       `${workload.kind}/${name} runs as the namespace's "default" ServiceAccount: the finish Role (list pods, workloads) is not bound to it, since every pod in ${namespace} that runs as "default" would get it too ` +
-        '(and could read the literal env of every pod). Give the release a ServiceAccount of its own: deployment.serviceAccount.create=true (the chart\'s default), or deployment.serviceAccount.name=NAME for an account only this release uses',
+        "(and could read the literal env of every pod). Give the release a ServiceAccount of its own: deployment.serviceAccount.create=true (the chart's default), or deployment.serviceAccount.name=NAME for an account only this release uses",
     );
   }
   const group = o.group ?? 'default';
@@ -105,7 +108,12 @@ export function finishAdditions(workload: Obj, o: FinishRenderOptions = {}): Fin
   };
   const rbacName = `${name}-kong-db-init-finish`;
   const documents = [namespace, ...(o.namespaces ?? []).filter((n) => n !== namespace)].flatMap((ns) => [
-    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: rbacName, namespace: ns, labels: { [GROUP_LABEL]: group } }, rules: FINISH_RULES },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'Role',
+      metadata: { name: rbacName, namespace: ns, labels: { [GROUP_LABEL]: group } },
+      rules: FINISH_RULES,
+    },
     {
       apiVersion: 'rbac.authorization.k8s.io/v1',
       kind: 'RoleBinding',
@@ -156,7 +164,9 @@ export function finishInjection(fo: FinishRenderOptions): Injection {
     if (vols) vols.add(doc.createNode(add.volume));
     else doc.setIn(['spec', 'template', 'spec', 'volumes'], doc.createNode([add.volume]));
     return {
-      changes: [`added container ${FINISH_CONTAINER} (kong migrations finish after the rollout), volume ${TOKEN_VOLUME}, label ${Object.keys(add.labels).join(',')}, Role/RoleBinding ${add.documents[0]?.metadata?.name}`],
+      changes: [
+        `added container ${FINISH_CONTAINER} (kong migrations finish after the rollout), volume ${TOKEN_VOLUME}, label ${Object.keys(add.labels).join(',')}, Role/RoleBinding ${add.documents[0]?.metadata?.name}`,
+      ],
       documents: add.documents.map((d) => stringify(d)),
     };
   };

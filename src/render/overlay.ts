@@ -52,7 +52,9 @@ function fromValuesFiles(files: UserValues[], at: string | string[], drop: reado
 /** The user's volumes as seen in a render: only possible when every other volume is one the chart always makes. */
 function volumesFromRender(podSpec: YAMLMap, fullname: string): Obj[] {
   const chart = new Set([`${fullname}-prefix-dir`, `${fullname}-tmp`, `${fullname}-token`, BIN_VOLUME, TOKEN_VOLUME]);
-  const unknown = seqItems(get(podSpec, 'volumes')).map(nameOf).filter((n) => !chart.has(n));
+  const unknown = seqItems(get(podSpec, 'volumes'))
+    .map(nameOf)
+    .filter((n) => !chart.has(n));
   if (unknown.length) {
     throw new RenderError(
       `cannot tell your deployment.userDefinedVolumes from the chart's own volumes in a render (${unknown.join(', ')}): pass your values files with -f, in the order you give them to helm, so that the overlay keeps your volumes`,
@@ -77,15 +79,23 @@ export function overlayFor(input: string, o: RenderOptions & { finishOptions?: F
   // the overlay turns migrations.postUpgrade off itself (--finish-sidecar): nothing unseen can race
   const plan = planRelease(parseStream(input), { ...o, postUpgradeOff: true });
   if (plan.targets.length === 0) {
-    return { overlay: {}, notes: [...plan.notes, 'no Kong workload that uses Postgres in this render: nothing to add (the overlay is empty; your values work as they are)'] };
+    return {
+      overlay: {},
+      notes: [...plan.notes, 'no Kong workload that uses Postgres in this render: nothing to add (the overlay is empty; your values work as they are)'],
+    };
   }
   if (plan.targets.length > 1) {
-    throw new RenderError(`${plan.targets.length} Kong workloads use Postgres in this render (${plan.targets.map((t) => t.id).join(', ')}): a values overlay is for one Kong chart release; render each release on its own`);
+    throw new RenderError(
+      `${plan.targets.length} Kong workloads use Postgres in this render (${plan.targets.map((t) => t.id).join(', ')}): a values overlay is for one Kong chart release; render each release on its own`,
+    );
   }
   if (!o.allInOne && !o.image) throw new RenderError('no image: pass --image REF (or set KONG_DB_INIT_IMAGE)', RENDER_EXIT.USAGE);
   if (o.finishSidecar && !userValues.length) {
     // extraObjects in a render cannot be told from the chart's own objects: without -f they would be replaced
-    throw new RenderError('--finish-sidecar adds the finish Role and RoleBinding to extraObjects, which Helm replaces as a whole: pass your values files with -f, in the order you give them to helm, so that the overlay keeps your own extraObjects and sidecarContainers', RENDER_EXIT.USAGE);
+    throw new RenderError(
+      '--finish-sidecar adds the finish Role and RoleBinding to extraObjects, which Helm replaces as a whole: pass your values files with -f, in the order you give them to helm, so that the overlay keeps your own extraObjects and sidecarContainers',
+      RENDER_EXIT.USAGE,
+    );
   }
   const t = plan.targets[0]!;
   const doc = plan.parsed[t.index]!.doc!;
@@ -99,7 +109,9 @@ export function overlayFor(input: string, o: RenderOptions & { finishOptions?: F
   const deployment: Obj = { initContainers: [...userInits, ...ours] };
   if (!o.allInOne || o.finishSidecar) {
     // all-in-one without the finish sidecar adds no volume, so it leaves the user's volumes alone
-    const userVolumes = userValues.length ? (fromValuesFiles(userValues, 'userDefinedVolumes', [...OURS, TOKEN_VOLUME]) ?? []) : volumesFromRender(spec, meta(doc).name ?? '');
+    const userVolumes = userValues.length
+      ? (fromValuesFiles(userValues, 'userDefinedVolumes', [...OURS, TOKEN_VOLUME]) ?? [])
+      : volumesFromRender(spec, meta(doc).name ?? '');
     deployment.userDefinedVolumes = [...userVolumes, ...(o.allInOne ? [] : [binVolume(doc).toJSON()])];
   }
   const overlay: Obj = { migrations: { init: false, preUpgrade: false }, deployment };
@@ -153,7 +165,8 @@ function addFinish(overlay: Obj, workload: Obj, o: RenderOptions & { finishOptio
   }
   const deployment = overlay.deployment as Obj;
   const mine = [FINISH_CONTAINER, TOKEN_VOLUME];
-  const userSidecars = fromValuesFiles(userValues, 'sidecarContainers', mine) ?? ps.containers.filter((c) => !['proxy', 'ingress-controller'].includes(String(c.name)));
+  const userSidecars =
+    fromValuesFiles(userValues, 'sidecarContainers', mine) ?? ps.containers.filter((c) => !['proxy', 'ingress-controller'].includes(String(c.name)));
   deployment.sidecarContainers = [...userSidecars, add.container];
   deployment.userDefinedVolumes = [...((deployment.userDefinedVolumes as Obj[] | undefined) ?? []), add.volume];
   const ourObjects = add.documents.map((d) => String((d.metadata as Obj).name));
@@ -196,7 +209,8 @@ export function lineDiff(a: string, b: string): string {
   const n = x.length;
   const m = y.length;
   const lcs: Uint32Array[] = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
-  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) lcs[i]![j] = x[i] === y[j] ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
+  for (let i = n - 1; i >= 0; i--)
+    for (let j = m - 1; j >= 0; j--) lcs[i]![j] = x[i] === y[j] ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
   const out: string[] = [];
   let i = 0;
   let j = 0;
@@ -210,13 +224,22 @@ export function lineDiff(a: string, b: string): string {
   }
   // keep 2 lines of context around changes
   const keep = out.map((_l, k) => out.slice(Math.max(0, k - 2), k + 3).some((c) => !c.startsWith('  ')));
-  return out.some((l) => !l.startsWith('  ')) ? out.map((l, k) => (keep[k] ? l : '…')).filter((l, k, arr) => l !== '…' || arr[k - 1] !== '…').join('\n') : '';
+  return out.some((l) => !l.startsWith('  '))
+    ? out
+        .map((l, k) => (keep[k] ? l : '…'))
+        .filter((l, k, arr) => l !== '…' || arr[k - 1] !== '…')
+        .join('\n')
+    : '';
 }
 
 /** Compare a committed overlay with a fresh one by content (comments and layout do not count). */
 export function checkOverlay(committed: string, fresh: string, file: string): { stale: boolean; report: string } {
   const doc = parseDocument(committed, { version: '1.1' });
-  if (doc.errors.length || !isMap(doc.contents)) return { stale: true, report: `${file}: not a values overlay (${doc.errors[0]?.message.split('\n')[0] ?? 'not a map'}); regenerate it with kong-db-init values` };
+  if (doc.errors.length || !isMap(doc.contents))
+    return {
+      stale: true,
+      report: `${file}: not a values overlay (${doc.errors[0]?.message.split('\n')[0] ?? 'not a map'}); regenerate it with kong-db-init values`,
+    };
   const norm = (v: unknown) => stringify(v, { version: '1.1', lineWidth: 0, indentSeq: false });
   const a = norm(doc.toJS());
   const freshData = parse(fresh, { version: '1.1' }) as unknown;

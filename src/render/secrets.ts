@@ -6,7 +6,8 @@
  */
 
 /** Names whose value is a secret: passwords, tokens, keys, credentials, Kong's license and session/auth configs. */
-const SECRET_NAME = /PASSW(OR)?D|PASSPHRASE|SECRET|TOKEN|CREDENTIAL|PRIVATE|(^|_)(API_?)?KEY(S)?($|_)|APIKEY|LICENSE_DATA|SESSION_CONF|AUTH_CONF|(^|_)AUTH_HEADER/i;
+const SECRET_NAME =
+  /PASSW(OR)?D|PASSPHRASE|SECRET|TOKEN|CREDENTIAL|PRIVATE|(^|_)(API_?)?KEY(S)?($|_)|APIKEY|LICENSE_DATA|SESSION_CONF|AUTH_CONF|(^|_)AUTH_HEADER/i;
 /** Names that hold where the secret is, not the secret (a *_FILE of docker-kong's file_env, a *_PATH). */
 const POINTER_NAME = /_(FILE|PATH|DIR)$/i;
 /** Names whose value is conventionally a file path (certificate keys: KONG_SSL_CERT_KEY=/etc/secrets/...). */
@@ -51,7 +52,8 @@ export function literalSecrets(data: unknown): LiteralSecret[] {
     }
     for (const [k, v] of Object.entries(o)) {
       if (k === 'env' && Array.isArray(v)) {
-        for (const e of v as Obj[]) if (e && typeof e.name === 'string' && isLiteralSecret(e.name, e.value)) out.push({ where: `${at}.env`.replace(/^\./, ''), name: e.name });
+        for (const e of v as Obj[])
+          if (e && typeof e.name === 'string' && isLiteralSecret(e.name, e.value)) out.push({ where: `${at}.env`.replace(/^\./, ''), name: e.name });
       } else walk(v, `${at}.${k}`.replace(/^\./, ''));
     }
   };

@@ -10,7 +10,21 @@ import { isSeq, type YAMLMap, YAMLSeq, type Document } from 'yaml';
 import { binVolume, BIN_VOLUME, FINISH_CONTAINER, toolContainer, MIGRATE_CONTAINER, ourInitContainers, type ContainerOptions } from './containers.js';
 import { RENDER_EXIT, RenderError } from './errors.js';
 import { needsParse, parseChunk, quickKind, quickMigrationJob, splitStream, type Chunk, type JobRole } from './stream.js';
-import { get, idOf, inspectWorkload, meshStatus, meta, migrationJob, nameOf, podSeccomp, seqItems, vaultFinding, VAULT_INIT_FIRST, WAIT_CONTAINER, type RenderedWorkload } from './workload.js';
+import {
+  get,
+  idOf,
+  inspectWorkload,
+  meshStatus,
+  meta,
+  migrationJob,
+  nameOf,
+  podSeccomp,
+  seqItems,
+  vaultFinding,
+  VAULT_INIT_FIRST,
+  WAIT_CONTAINER,
+  type RenderedWorkload,
+} from './workload.js';
 
 export { RenderError } from './errors.js';
 export { splitStream } from './stream.js';
@@ -104,18 +118,25 @@ export function planRelease(parsed: Parsed[], o: RenderOptions): ReleasePlan {
     const id = idOf(doc!);
     switch (w.kind) {
       case 'no-proxy':
-        throw new RenderError(`Kong workload ${id} runs Kong with KONG_DATABASE=postgres but has no container named "proxy": kong-db-init builds its init container from the proxy container; keep the chart's container name or leave this release out`);
+        throw new RenderError(
+          `Kong workload ${id} runs Kong with KONG_DATABASE=postgres but has no container named "proxy": kong-db-init builds its init container from the proxy container; keep the chart's container name or leave this release out`,
+        );
       case 'dbless':
       case 'data-plane':
       case 'controller-only':
-        notes.push(`${id}: left alone (${{ dbless: 'DB-less: KONG_DATABASE=off', 'data-plane': 'hybrid data plane: KONG_ROLE=data_plane', 'controller-only': 'controller only: no proxy container' }[w.kind]})`);
+        notes.push(
+          `${id}: left alone (${{ dbless: 'DB-less: KONG_DATABASE=off', 'data-plane': 'hybrid data plane: KONG_ROLE=data_plane', 'controller-only': 'controller only: no proxy container' }[w.kind]})`,
+        );
         return;
     }
     const injected = seqItems(get(w.podSpec, 'initContainers')).some((c) => nameOf(c) === MIGRATE_CONTAINER);
     checkMesh(id, w, o, injected);
     const vault = vaultFinding(w);
     if (vault.action === 'refuse') throw new RenderError(`${id}: ${vault.reason}`);
-    if (vault.action === 'init-first') notes.push(`${id}: set pod annotation ${VAULT_INIT_FIRST}: "true" (the Vault agent's init container must write the secret files before kong-db-init reads them)`);
+    if (vault.action === 'init-first')
+      notes.push(
+        `${id}: set pod annotation ${VAULT_INIT_FIRST}: "true" (the Vault agent's init container must write the secret files before kong-db-init reads them)`,
+      );
     targets.push({ index, id, workload: w as Target['workload'], vaultInitFirst: vault.action === 'init-first', injected });
   });
   const jobs = parsed.map(({ job }) => job?.role);
@@ -124,7 +145,9 @@ export function planRelease(parsed: Parsed[], o: RenderOptions): ReleasePlan {
   const hooksOnly = kongWorkloads === 0 && jobs.some((j) => j !== undefined);
   if (targets.length === 0 && !hooksOnly) {
     if (kongWorkloads === 0 && !o.allowNoKong) {
-      throw new RenderError('no Kong chart workload was found (a Deployment or DaemonSet of the Kong chart); pass --allow-no-kong to let such releases through unchanged');
+      throw new RenderError(
+        'no Kong chart workload was found (a Deployment or DaemonSet of the Kong chart); pass --allow-no-kong to let such releases through unchanged',
+      );
     }
     if (kongWorkloads === 0) notes.push('no Kong chart workload: passed through unchanged (--allow-no-kong)');
     return { parsed, targets, removeJobs: [], notes };
@@ -137,7 +160,9 @@ export function planRelease(parsed: Parsed[], o: RenderOptions): ReleasePlan {
     if (role === 'init' || role === 'pre-upgrade' || (role === 'post-upgrade' && o.finishSidecar)) {
       removeJobs.push(i);
       const what = role === 'init' ? 'kong migrations bootstrap' : role === 'pre-upgrade' ? 'kong migrations up' : 'kong migrations finish';
-      notes.push(`removed Job/${parsed[i]!.job!.name} (${what}: ${role === 'post-upgrade' ? 'the finish sidecar does it after the rollout' : 'the init container does it'})`);
+      notes.push(
+        `removed Job/${parsed[i]!.job!.name} (${what}: ${role === 'post-upgrade' ? 'the finish sidecar does it after the rollout' : 'the init container does it'})`,
+      );
     }
   });
   if (hooksOnly) notes.push('hooks only (Helm 4 SDK post-render strategy "separate"): removed the migration Jobs that the init container replaces');
@@ -146,7 +171,9 @@ export function planRelease(parsed: Parsed[], o: RenderOptions): ReleasePlan {
   const sidecarAlready = targets.every((t) => seqItems(get(t.workload.podSpec, 'containers')).some((c) => nameOf(c) === FINISH_CONTAINER));
   if (o.finishSidecar && !hooksOnly && !hooksSeen && !o.hooksPassed && !o.postUpgradeOff && !sidecarAlready) throw new RenderError(POST_UPGRADE_UNSEEN);
   if (!hooksOnly && !hooksSeen && !o.hooksPassed) {
-    notes.push("no hook Jobs in the input (Helm 3 never passes hooks to a post-renderer): set migrations.preUpgrade=false so that only the init container migrates (the chart's pre-upgrade `kong migrations up` Job would run beside it)");
+    notes.push(
+      "no hook Jobs in the input (Helm 3 never passes hooks to a post-renderer): set migrations.preUpgrade=false so that only the init container migrates (the chart's pre-upgrade `kong migrations up` Job would run beside it)",
+    );
   }
   return { parsed, targets, removeJobs, notes };
 }
@@ -165,8 +192,14 @@ function checkMesh(id: string, w: RenderedWorkload, o: RenderOptions, injected: 
   const why = found
     ? `${found.mesh} is injected (${found.evidence}) with its sidecar as an ordinary container, which starts after every init container`
     : "the chart's wait-for-db init container is off (waitImage.enabled=false, the chart's setting for a service mesh); a mesh sidecar that is an ordinary container starts after every init container";
-  const fixes = found ? found.fixes : ['podAnnotations for native sidecars or a Postgres port excluded from the mesh (Istio: sidecar.istio.io/nativeSidecar: "true"; Linkerd: config.beta.linkerd.io/proxy-enable-native-sidecar: "true")'];
-  throw new RenderError(`${id}: ${why}, so kong-db-init could not reach Postgres. Set one of: ${fixes.join('; or ')}; or pass --mesh-ready if the pod has no such sidecar`);
+  const fixes = found
+    ? found.fixes
+    : [
+        'podAnnotations for native sidecars or a Postgres port excluded from the mesh (Istio: sidecar.istio.io/nativeSidecar: "true"; Linkerd: config.beta.linkerd.io/proxy-enable-native-sidecar: "true")',
+      ];
+  throw new RenderError(
+    `${id}: ${why}, so kong-db-init could not reach Postgres. Set one of: ${fixes.join('; or ')}; or pass --mesh-ready if the pod has no such sidecar`,
+  );
 }
 
 /** Insert our init containers right before wait-for-db (after the user's own), and our emptyDir. */

@@ -88,7 +88,12 @@ export function inspectWorkload(doc: Document): RenderedWorkload | undefined {
   const appName = m.labels['app.kubernetes.io/name'] ?? '';
   const chart = m.labels['helm.sh/chart'] ?? '';
   const kongChart =
-    appName === 'kong' || appName === 'gateway' || /^kong-\d/.test(chart) || initNames.includes(WAIT_CONTAINER) || initNames.includes('clear-stale-pid') || containers.some((c) => KONG_IMAGE.test(str(get(c, 'image')) ?? ''));
+    appName === 'kong' ||
+    appName === 'gateway' ||
+    /^kong-\d/.test(chart) ||
+    initNames.includes(WAIT_CONTAINER) ||
+    initNames.includes('clear-stale-pid') ||
+    containers.some((c) => KONG_IMAGE.test(str(get(c, 'image')) ?? ''));
   if (!kongChart) return { kind: 'other', podSpec, podMeta };
   if (!proxy) {
     // the chart's gateway container is always "proxy"; a Postgres-backed Kong under another name cannot be built from
@@ -120,10 +125,20 @@ export interface MeshFinding {
   fixes: string[];
 }
 
-const MESHES: Array<{ mesh: string; inject: (a: Record<string, string>, l: Record<string, string>) => string | undefined; ok: (a: Record<string, string>) => boolean; fixes: (port: string) => string[] }> = [
+const MESHES: Array<{
+  mesh: string;
+  inject: (a: Record<string, string>, l: Record<string, string>) => string | undefined;
+  ok: (a: Record<string, string>) => boolean;
+  fixes: (port: string) => string[];
+}> = [
   {
     mesh: 'Istio',
-    inject: (a, l) => (l['sidecar.istio.io/inject'] === 'true' ? 'label sidecar.istio.io/inject=true' : a['sidecar.istio.io/inject'] === 'true' ? 'annotation sidecar.istio.io/inject=true' : undefined),
+    inject: (a, l) =>
+      l['sidecar.istio.io/inject'] === 'true'
+        ? 'label sidecar.istio.io/inject=true'
+        : a['sidecar.istio.io/inject'] === 'true'
+          ? 'annotation sidecar.istio.io/inject=true'
+          : undefined,
     ok: (a) => a['sidecar.istio.io/nativeSidecar'] === 'true' || a['traffic.sidecar.istio.io/excludeOutboundPorts'] !== undefined,
     fixes: (port) => [
       'podAnnotations: {sidecar.istio.io/nativeSidecar: "true"} (Kubernetes >= 1.29: the sidecar starts before the init containers)',
@@ -133,7 +148,10 @@ const MESHES: Array<{ mesh: string; inject: (a: Record<string, string>, l: Recor
   {
     mesh: 'Linkerd',
     inject: (a) => (['enabled', 'ingress'].includes(a['linkerd.io/inject'] ?? '') ? `annotation linkerd.io/inject=${a['linkerd.io/inject']}` : undefined),
-    ok: (a) => a['config.beta.linkerd.io/proxy-enable-native-sidecar'] === 'true' || a['config.alpha.linkerd.io/proxy-enable-native-sidecar'] === 'true' || a['config.linkerd.io/skip-outbound-ports'] !== undefined,
+    ok: (a) =>
+      a['config.beta.linkerd.io/proxy-enable-native-sidecar'] === 'true' ||
+      a['config.alpha.linkerd.io/proxy-enable-native-sidecar'] === 'true' ||
+      a['config.linkerd.io/skip-outbound-ports'] !== undefined,
     fixes: (port) => [
       'podAnnotations: {config.beta.linkerd.io/proxy-enable-native-sidecar: "true"} (Linkerd >= 2.15 on Kubernetes >= 1.29)',
       `podAnnotations: {config.linkerd.io/skip-outbound-ports: "${port}"} (Postgres traffic bypasses the mesh)`,
@@ -141,7 +159,12 @@ const MESHES: Array<{ mesh: string; inject: (a: Record<string, string>, l: Recor
   },
   {
     mesh: 'Kuma / Kong Mesh',
-    inject: (a, l) => (l['kuma.io/sidecar-injection'] === 'enabled' ? 'label kuma.io/sidecar-injection=enabled' : a['kuma.io/sidecar-injection'] === 'enabled' ? 'annotation kuma.io/sidecar-injection=enabled' : undefined),
+    inject: (a, l) =>
+      l['kuma.io/sidecar-injection'] === 'enabled'
+        ? 'label kuma.io/sidecar-injection=enabled'
+        : a['kuma.io/sidecar-injection'] === 'enabled'
+          ? 'annotation kuma.io/sidecar-injection=enabled'
+          : undefined,
     ok: (a) => a['traffic.kuma.io/exclude-outbound-ports'] !== undefined,
     fixes: (port) => [
       'native sidecars in the Kuma control plane (Kubernetes >= 1.29), then pass --mesh-ready',

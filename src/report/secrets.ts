@@ -79,7 +79,10 @@ export function scrub(text: string, wholeText = true): string {
     for (const form of encodings(s)) out = replaceAll(out, form);
   }
   out = out.replace(URL_USERINFO, (_m, head: string) => `${head}${MASK}@`);
-  out = out.replace(KEY_VALUE, (_m, head: string, value: string) => head + (value === MASK || value === `"${MASK}"` || value === `'${MASK}'` ? value : maskValue(value)));
+  out = out.replace(
+    KEY_VALUE,
+    (_m, head: string, value: string) => head + (value === MASK || value === `"${MASK}"` || value === `'${MASK}'` ? value : maskValue(value)),
+  );
   // rule 4: a whole text, or a whole line, that is exactly a secret
   if (wholeText && list.length > 0) {
     const exact = new Set(list);

@@ -135,8 +135,17 @@ export interface StatusView {
 export function formatStatus(v: StatusView, json: boolean): string {
   if (json) {
     return JSON.stringify({
-      target: v.target, state: v.state, list_exit: v.listExit, kong_start_accepts: v.kongStartAccepts, plan: v.plan,
-      reason: v.reason, refused: v.refused, repair: v.repair, pending: v.pending, new: v.new, history: v.history,
+      target: v.target,
+      state: v.state,
+      list_exit: v.listExit,
+      kong_start_accepts: v.kongStartAccepts,
+      plan: v.plan,
+      reason: v.reason,
+      refused: v.refused,
+      repair: v.repair,
+      pending: v.pending,
+      new: v.new,
+      history: v.history,
     });
   }
   return [
@@ -145,7 +154,10 @@ export function formatStatus(v: StatusView, json: boolean): string {
     `plan:    ${v.plan.join(' then ') || 'nothing'} (${v.refused ?? v.reason})`,
     ...(v.repair ? [`repair:  ${v.repair}`] : []),
     `history: ${v.history.length === 0 ? 'none' : ''}`,
-    ...v.history.map((h) => `  ${h.finished_at}  ${h.pod}  ${h.outcome}  ${h.state_before ?? '?'} -> ${h.state_after ?? '?'}  [${h.actions.map((a) => a.action).join(',')}]${h.error ? '  error: ' + h.error : ''}`),
+    ...v.history.map(
+      (h) =>
+        `  ${h.finished_at}  ${h.pod}  ${h.outcome}  ${h.state_before ?? '?'} -> ${h.state_after ?? '?'}  [${h.actions.map((a) => a.action).join(',')}]${h.error ? '  error: ' + h.error : ''}`,
+    ),
   ].join('\n');
 }
 

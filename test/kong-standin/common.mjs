@@ -26,7 +26,8 @@ export function loadConf() {
 /** KONG_STANDIN_LOG: one JSON line per event, for tests. */
 export function event(ev, extra = {}) {
   const f = process.env.KONG_STANDIN_LOG;
-  if (f) fs.appendFileSync(f, JSON.stringify({ pid: process.pid, pod: process.env.POD_NAME, cmd: argv.slice(0, 2).join(' '), ev, t: Date.now(), ...extra }) + '\n');
+  if (f)
+    fs.appendFileSync(f, JSON.stringify({ pid: process.pid, pod: process.env.POD_NAME, cmd: argv.slice(0, 2).join(' '), ev, t: Date.now(), ...extra }) + '\n');
 }
 
 export function errorExit(msg) {

@@ -65,7 +65,7 @@ import { argv, errorExit, event, loadConf, opt } from './common.mjs';
 const { version: VERSION, catalog: CATALOG } = selectCatalog(process.env);
 const NOT_LEADER = 'aborted: another node is performing database changes';
 const NEEDS_BOOTSTRAP =
-  "Database needs bootstrapping or is older than Kong 1.0.\n\n" +
+  'Database needs bootstrapping or is older than Kong 1.0.\n\n' +
   "To start a new installation from scratch, run 'kong migrations bootstrap'.\n\n" +
   'To migrate from a version older than 1.0, migrated to Kong 1.5.0 first. \n' +
   "If you still have 'apis' entities, you can convert them to Routes and Services\n" +
@@ -116,7 +116,12 @@ function chainPids() {
     pids.unshift(p);
     if (p === top) break;
     try {
-      p = Number(fs.readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[1]);
+      p = Number(
+        fs
+          .readFileSync(`/proc/${p}/stat`, 'utf8')
+          .replace(/^.*\) /, '')
+          .split(' ')[1],
+      );
     } catch {
       break;
     }
@@ -157,7 +162,11 @@ const force = argv.includes('--force') || argv.includes('-f');
 const yes = argv.includes('--yes') || argv.includes('-y');
 
 // ---- knobs -------------------------------------------------------------------------------------
-const list = (v) => (v || '').split(',').map((x) => x.trim()).filter(Boolean);
+const list = (v) =>
+  (v || '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
 const pairs = (v) => new Map(list(v).map((x) => [x.slice(0, x.lastIndexOf('=')), x.slice(x.lastIndexOf('=') + 1)]));
 const KILL_AT = new Set(list(process.env.KONG_STANDIN_KILL_AT));
 const HOLD_AT = pairs(process.env.KONG_STANDIN_HOLD_AT);
@@ -169,7 +178,12 @@ function killChain() {
   // no flush(): a killed Kong loses what it had not written yet
   const top = Number(process.env.KONG_STANDIN_TOP_PID);
   try {
-    const pgrp = Number(fs.readFileSync(`/proc/${top}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[2]);
+    const pgrp = Number(
+      fs
+        .readFileSync(`/proc/${top}/stat`, 'utf8')
+        .replace(/^.*\) /, '')
+        .split(' ')[2],
+    );
     if (pgrp === top) process.kill(-top, 'SIGKILL');
   } catch {
     // not a group leader, or gone: kill the chain one by one
@@ -272,7 +286,10 @@ function pgErr(e) {
 function sslOptions() {
   const verify = /^(on|true)$/.test(conf.pg_ssl_verify || '');
   if (!verify) return { rejectUnauthorized: false };
-  const files = (conf.lua_ssl_trusted_certificate || '').split(',').map((f) => f.trim()).filter((f) => f && f !== 'system');
+  const files = (conf.lua_ssl_trusted_certificate || '')
+    .split(',')
+    .map((f) => f.trim())
+    .filter((f) => f && f !== 'system');
   return { rejectUnauthorized: true, ca: files.length ? files.map((f) => fs.readFileSync(f, 'utf8')) : undefined };
 }
 
@@ -702,7 +719,9 @@ function listState(st) {
     r = '\n';
   }
   if (st.pending.length && st.new.length) {
-    process.stderr.write(`${stamp()} [warn] Database has pending migrations from a previous upgrade, and new migrations from this upgrade (version ${VERSION})\n`);
+    process.stderr.write(
+      `${stamp()} [warn] Database has pending migrations from a previous upgrade, and new migrations from this upgrade (version ${VERSION})\n`,
+    );
     out('');
     out("\nRun 'kong migrations finish' when ready to complete pending migrations (postgres database will be incompatible with the previous Kong version)");
     return 4;

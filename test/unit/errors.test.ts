@@ -12,7 +12,9 @@ describe('exit codes', () => {
     expect(EXIT_CODE_MEANINGS.map(([c]) => c).sort((a, b) => a - b)).toEqual(Object.values(ExitCode).sort((a, b) => a - b));
   });
   test('--help lists every exit code', () => {
-    expect(execFileSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' }).replace(/\s+/g, ' ')).toContain(`Exit codes: ${exitCodeSummary()}.`.replace(/\s+/g, ' '));
+    expect(execFileSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' }).replace(/\s+/g, ' ')).toContain(
+      `Exit codes: ${exitCodeSummary()}.`.replace(/\s+/g, ' '),
+    );
     for (const code of Object.values(ExitCode)) expect(exitCodeSummary()).toMatch(new RegExp(`(^|; )${code} `));
   });
   test("the README's exit-code table has a row for each code and no other", () => {

@@ -7,7 +7,10 @@ import { FINISH_CONTAINER, FINISH_RULES, finishAdditions } from '../../src/rende
 import { GROUP_LABEL, IMAGE_ANNOTATION, currentHash, rolloutBlockers, type Observed, type Pod, type Workload } from '../../src/kube/rollout.js';
 import { createDb, listCode, runCli, seed, spawnCli, until } from '../helpers/harness.js';
 
-const pod = (name: string, labels: Record<string, string>, extra: Partial<Pod['metadata']> = {}, phase = 'Running'): Pod => ({ metadata: { name, labels, ...extra }, status: { phase } });
+const pod = (name: string, labels: Record<string, string>, extra: Partial<Pod['metadata']> = {}, phase = 'Running'): Pod => ({
+  metadata: { name, labels, ...extra },
+  status: { phase },
+});
 
 function deployment(over: Partial<Workload['status']> = {}, image = 'kong:3.7.1'): Workload {
   return {
@@ -18,8 +21,22 @@ function deployment(over: Partial<Workload['status']> = {}, image = 'kong:3.7.1'
   };
 }
 const rss = [
-  { metadata: { name: 'kong-old', labels: { 'pod-template-hash': 'old' }, annotations: { 'deployment.kubernetes.io/revision': '1' }, ownerReferences: [{ uid: 'd1' }] } },
-  { metadata: { name: 'kong-new', labels: { 'pod-template-hash': 'new' }, annotations: { 'deployment.kubernetes.io/revision': '2' }, ownerReferences: [{ uid: 'd1' }] } },
+  {
+    metadata: {
+      name: 'kong-old',
+      labels: { 'pod-template-hash': 'old' },
+      annotations: { 'deployment.kubernetes.io/revision': '1' },
+      ownerReferences: [{ uid: 'd1' }],
+    },
+  },
+  {
+    metadata: {
+      name: 'kong-new',
+      labels: { 'pod-template-hash': 'new' },
+      annotations: { 'deployment.kubernetes.io/revision': '2' },
+      ownerReferences: [{ uid: 'd1' }],
+    },
+  },
 ];
 const newPods = ['a', 'b', 'c'].map((n) => pod(`kong-new-${n}`, { 'pod-template-hash': 'new' }));
 
@@ -28,7 +45,11 @@ describe('rolloutBlockers (Deployment)', () => {
     expect(rolloutBlockers([{ workload: deployment(), replicaSets: rss, pods: newPods }], 'kong:3.7.1')).toEqual([]);
   });
   it('an old pod that is still terminating blocks (and is named)', () => {
-    const o: Observed = { workload: deployment(), replicaSets: rss, pods: [...newPods, pod('kong-old-x', { 'pod-template-hash': 'old' }, { deletionTimestamp: '2026-01-01T00:00:00Z' })] };
+    const o: Observed = {
+      workload: deployment(),
+      replicaSets: rss,
+      pods: [...newPods, pod('kong-old-x', { 'pod-template-hash': 'old' }, { deletionTimestamp: '2026-01-01T00:00:00Z' })],
+    };
     const b = rolloutBlockers([o], 'kong:3.7.1');
     expect(b).toHaveLength(1);
     expect(b[0]).toMatch(/1 pod\(s\) of an older revision.*kong-old-x terminating/);
@@ -38,7 +59,9 @@ describe('rolloutBlockers (Deployment)', () => {
     expect(rolloutBlockers([o], 'kong:3.7.1')).toEqual([]);
   });
   it('a controller that has not observed the new generation blocks', () => {
-    expect(rolloutBlockers([{ workload: deployment({ observedGeneration: 1 }), replicaSets: rss, pods: newPods }], undefined)[0]).toMatch(/not seen generation 2/);
+    expect(rolloutBlockers([{ workload: deployment({ observedGeneration: 1 }), replicaSets: rss, pods: newPods }], undefined)[0]).toMatch(
+      /not seen generation 2/,
+    );
   });
   it('unavailable or not-yet-updated replicas block', () => {
     const b = rolloutBlockers([{ workload: deployment({ availableReplicas: 2, updatedReplicas: 2 }), replicaSets: rss, pods: newPods }], undefined);
@@ -55,7 +78,13 @@ describe('rolloutBlockers (Deployment)', () => {
   });
   it('another workload of the group on another Kong image blocks (a release not yet upgraded)', () => {
     const other = { ...deployment({}, 'kong:3.6'), metadata: { ...deployment().metadata, name: 'admin', uid: 'd1' } };
-    const b = rolloutBlockers([{ workload: deployment(), replicaSets: rss, pods: newPods }, { workload: other, replicaSets: rss, pods: newPods }], 'kong:3.7.1');
+    const b = rolloutBlockers(
+      [
+        { workload: deployment(), replicaSets: rss, pods: newPods },
+        { workload: other, replicaSets: rss, pods: newPods },
+      ],
+      'kong:3.7.1',
+    );
     expect(b).toHaveLength(1);
     expect(b[0]).toMatch(/Deployment\/ns\/admin: runs kong:3.6, this pod runs kong:3.7.1/);
   });
@@ -71,15 +100,29 @@ describe('rolloutBlockers (Deployment)', () => {
 
 describe('rolloutBlockers (StatefulSet, DaemonSet)', () => {
   it('StatefulSet: pods must carry the update revision', () => {
-    const sts: Workload = { kind: 'StatefulSet', metadata: { name: 's', generation: 1 }, spec: { replicas: 2 }, status: { observedGeneration: 1, updateRevision: 's-2', updatedReplicas: 2, readyReplicas: 2 } };
+    const sts: Workload = {
+      kind: 'StatefulSet',
+      metadata: { name: 's', generation: 1 },
+      spec: { replicas: 2 },
+      status: { observedGeneration: 1, updateRevision: 's-2', updatedReplicas: 2, readyReplicas: 2 },
+    };
     const good = [pod('s-0', { 'controller-revision-hash': 's-2' }), pod('s-1', { 'controller-revision-hash': 's-2' })];
     expect(rolloutBlockers([{ workload: sts, pods: good }], undefined)).toEqual([]);
-    expect(rolloutBlockers([{ workload: sts, pods: [good[0]!, pod('s-1', { 'controller-revision-hash': 's-1' })] }], undefined)[0]).toMatch(/older revision.*s-1/);
+    expect(rolloutBlockers([{ workload: sts, pods: [good[0]!, pod('s-1', { 'controller-revision-hash': 's-1' })] }], undefined)[0]).toMatch(
+      /older revision.*s-1/,
+    );
   });
   it('DaemonSet: one revision, no surplus pods, all available', () => {
-    const ds: Workload = { kind: 'DaemonSet', metadata: { name: 'd', generation: 3 }, status: { observedGeneration: 3, desiredNumberScheduled: 1, updatedNumberScheduled: 1, numberAvailable: 1 } };
+    const ds: Workload = {
+      kind: 'DaemonSet',
+      metadata: { name: 'd', generation: 3 },
+      status: { observedGeneration: 3, desiredNumberScheduled: 1, updatedNumberScheduled: 1, numberAvailable: 1 },
+    };
     expect(rolloutBlockers([{ workload: ds, pods: [pod('d-x', { 'controller-revision-hash': 'h2' })] }], undefined)).toEqual([]);
-    const b = rolloutBlockers([{ workload: ds, pods: [pod('d-x', { 'controller-revision-hash': 'h2' }), pod('d-y', { 'controller-revision-hash': 'h1' })] }], undefined);
+    const b = rolloutBlockers(
+      [{ workload: ds, pods: [pod('d-x', { 'controller-revision-hash': 'h2' }), pod('d-y', { 'controller-revision-hash': 'h1' })] }],
+      undefined,
+    );
     expect(b[0]).toMatch(/older revision/);
   });
 });
@@ -112,14 +155,29 @@ describe('inClusterAccess', () => {
     expect(a.token()).toBe('tok2');
   });
   it('names the fix when the token is not mounted', () => {
-    expect(() => inClusterAccess({ KUBERNETES_SERVICE_HOST: '10.96.0.1' }, files({ '/sa/ca.crt': 'CA' }), '/sa')).toThrow(/no service-account token.*projected volume/);
+    expect(() => inClusterAccess({ KUBERNETES_SERVICE_HOST: '10.96.0.1' }, files({ '/sa/ca.crt': 'CA' }), '/sa')).toThrow(
+      /no service-account token.*projected volume/,
+    );
   });
 });
 
 describe('finish settings (the one flag table)', () => {
   it('defaults, flags over environment, and the flags it shares with migrate', () => {
-    const r = parseSettings(['finish', '--group', 'g1', '--deadline=5m', '--then-idle', '--lock-host', 'pg-direct'], { KONG_DB_INIT_FINISH_GROUP: 'env', KONG_DB_INIT_FINISH_POLL: '2s' });
-    expect(r).toMatchObject({ group: 'g1', rollout: 'wait', pollMs: 2000, thenIdle: true, namespaces: [], deadlineMs: 300_000, lockHost: 'pg-direct', finish: 'always', repair: true });
+    const r = parseSettings(['finish', '--group', 'g1', '--deadline=5m', '--then-idle', '--lock-host', 'pg-direct'], {
+      KONG_DB_INIT_FINISH_GROUP: 'env',
+      KONG_DB_INIT_FINISH_POLL: '2s',
+    });
+    expect(r).toMatchObject({
+      group: 'g1',
+      rollout: 'wait',
+      pollMs: 2000,
+      thenIdle: true,
+      namespaces: [],
+      deadlineMs: 300_000,
+      lockHost: 'pg-direct',
+      finish: 'always',
+      repair: true,
+    });
     expect(parseSettings(['finish'], {}).deadlineMs).toBe(6 * 3600_000);
     expect(parseSettings(['finish', '--no-repair'], {}).repair).toBe(false);
   });
@@ -144,7 +202,15 @@ const kongDeployment = {
       metadata: { labels: { app: 'kong' } },
       spec: {
         serviceAccountName: 'rel-kong',
-        containers: [{ name: 'proxy', image: 'kong:3.7.1', env: [{ name: 'KONG_PG_HOST', value: 'pg' }], securityContext: { runAsNonRoot: true }, volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }] }],
+        containers: [
+          {
+            name: 'proxy',
+            image: 'kong:3.7.1',
+            env: [{ name: 'KONG_PG_HOST', value: 'pg' }],
+            securityContext: { runAsNonRoot: true },
+            volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
+          },
+        ],
         volumes: [{ name: 'tmp', emptyDir: {} }],
       },
     },
@@ -154,10 +220,19 @@ const kongDeployment = {
 describe('finishAdditions', () => {
   it('a sidecar in the Kong image with its own token, the group label, and list-only RBAC', () => {
     const a = finishAdditions(kongDeployment, { group: 'edge' });
-    expect(a.container).toMatchObject({ name: FINISH_CONTAINER, image: 'kong:3.7.1', command: ['/kong-db-init/kong-db-init', 'finish'], securityContext: { runAsNonRoot: true } });
+    expect(a.container).toMatchObject({
+      name: FINISH_CONTAINER,
+      image: 'kong:3.7.1',
+      command: ['/kong-db-init/kong-db-init', 'finish'],
+      securityContext: { runAsNonRoot: true },
+    });
     expect(a.container.args).toEqual(['--then-idle', '--deadline=6h', '--group=edge', '--kong-image=kong:3.7.1']);
     expect(a.container.env).toContainEqual({ name: 'KONG_PG_HOST', value: 'pg' });
-    expect(a.container.volumeMounts.map((m: { mountPath: string }) => m.mountPath)).toEqual(['/tmp', '/kong-db-init', '/var/run/secrets/kubernetes.io/serviceaccount']);
+    expect(a.container.volumeMounts.map((m: { mountPath: string }) => m.mountPath)).toEqual([
+      '/tmp',
+      '/kong-db-init',
+      '/var/run/secrets/kubernetes.io/serviceaccount',
+    ]);
     expect(a.labels).toEqual({ [GROUP_LABEL]: 'edge' });
     expect(a.documents.map((d) => d.kind)).toEqual(['Role', 'RoleBinding']);
     expect(a.documents[0]!.rules).toEqual(FINISH_RULES);
@@ -173,18 +248,29 @@ describe('finishAdditions', () => {
     const noNs = { ...kongDeployment, metadata: { name: 'x' } };
     expect(() => finishAdditions(noNs)).toThrow(/--namespace/);
     expect(finishAdditions(noNs, { namespace: 'n' }).documents[1]!.subjects[0].namespace).toBe('n');
-    expect(() => finishAdditions({ kind: 'Deployment', metadata: { name: 'x' }, spec: { template: { spec: { containers: [{ name: 'web' }] } } } })).toThrow(/proxy/);
+    expect(() => finishAdditions({ kind: 'Deployment', metadata: { name: 'x' }, spec: { template: { spec: { containers: [{ name: 'web' }] } } } })).toThrow(
+      /proxy/,
+    );
   });
   it('never binds the Role to the namespace\'s "default" ServiceAccount (named or implied): refused with the fix (issue 14 item 10)', () => {
-    const withSa = (sa: string | undefined) => ({ ...kongDeployment, spec: { ...kongDeployment.spec, template: { ...kongDeployment.spec.template, spec: { ...kongDeployment.spec.template.spec, serviceAccountName: sa } } } });
+    const withSa = (sa: string | undefined) => ({
+      ...kongDeployment,
+      spec: { ...kongDeployment.spec, template: { ...kongDeployment.spec.template, spec: { ...kongDeployment.spec.template.spec, serviceAccountName: sa } } },
+    });
     for (const sa of [undefined, 'default']) {
-      expect(() => finishAdditions(withSa(sa))).toThrow(/runs as the namespace's "default" ServiceAccount.*deployment\.serviceAccount\.create=true.*deployment\.serviceAccount\.name=NAME/);
+      expect(() => finishAdditions(withSa(sa))).toThrow(
+        /runs as the namespace's "default" ServiceAccount.*deployment\.serviceAccount\.create=true.*deployment\.serviceAccount\.name=NAME/,
+      );
     }
     expect(finishAdditions(withSa('kong-own')).documents[1]!.subjects).toEqual([{ kind: 'ServiceAccount', name: 'kong-own', namespace: 'kong' }]);
   });
-  it('all-in-one: the sidecar runs the all-in-one image (the program at /opt/kong-db-init) with no program volume; the rollout still compares the proxy\'s Kong image (issue 14 item 3)', () => {
+  it("all-in-one: the sidecar runs the all-in-one image (the program at /opt/kong-db-init) with no program volume; the rollout still compares the proxy's Kong image (issue 14 item 3)", () => {
     const a = finishAdditions(kongDeployment, { allInOne: 'registry.example.com/kong-db-init-aio:3.7.1', pullPolicy: 'Always' });
-    expect(a.container).toMatchObject({ image: 'registry.example.com/kong-db-init-aio:3.7.1', imagePullPolicy: 'Always', command: ['/opt/kong-db-init/kong-db-init', 'finish'] });
+    expect(a.container).toMatchObject({
+      image: 'registry.example.com/kong-db-init-aio:3.7.1',
+      imagePullPolicy: 'Always',
+      command: ['/opt/kong-db-init/kong-db-init', 'finish'],
+    });
     expect(a.container.volumeMounts.map((m: { name: string }) => m.name)).not.toContain('kong-db-init-bin');
     expect(a.container.args).toContain('--kong-image=kong:3.7.1');
     expect(a.podAnnotations).toEqual({ [IMAGE_ANNOTATION]: 'kong:3.7.1' });
@@ -200,7 +286,12 @@ describe('finish (real process, real Postgres, Kong stand-in)', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(await listCode(db)).toBe(0);
     const summary = JSON.parse(r.stdout.trim().split('\n').pop()!);
-    expect(summary).toMatchObject({ command: 'finish', outcome: 'ok', state_before: expect.stringMatching(/pending/), actions: [{ action: 'finish', exit: 0 }] });
+    expect(summary).toMatchObject({
+      command: 'finish',
+      outcome: 'ok',
+      state_before: expect.stringMatching(/pending/),
+      actions: [{ action: 'finish', exit: 0 }],
+    });
     const hist = await db.query<{ n: string }>(`SELECT count(*) AS n FROM kong_db_init_history WHERE actions @> '[{"action":"finish"}]'`);
     expect(Number(hist.rows[0]!.n)).toBe(1);
     const again = await runCli(['finish', '--rollout=skip'], db.env());

@@ -128,7 +128,11 @@ describe('kongIdentity on the kong:3.7.1 image layout', () => {
 
   it('a plugin root named only in kong.conf `lua_package_path` is counted', () => {
     const conf = (root: string) => {
-      write(root, '/etc/kong/kong.conf', `${fs.readFileSync(path.join(root, 'etc/kong/kong.conf.default'), 'utf8')}\nplugins = bundled,audit\nlua_package_path = /srv/kong-plugins/?.lua;/srv/kong-plugins/?/init.lua;;\n`);
+      write(
+        root,
+        '/etc/kong/kong.conf',
+        `${fs.readFileSync(path.join(root, 'etc/kong/kong.conf.default'), 'utf8')}\nplugins = bundled,audit\nlua_package_path = /srv/kong-plugins/?.lua;/srv/kong-plugins/?/init.lua;;\n`,
+      );
       write(root, '/srv/kong-plugins/kong/plugins/audit/handler.lua', 'return {}\n');
       write(root, '/srv/kong-plugins/kong/plugins/audit/migrations/init.lua', 'return { "000_base_audit" }\n');
       write(root, '/srv/kong-plugins/kong/plugins/audit/migrations/000_base_audit.lua', 'return { postgres = { up = "" } }\n');
@@ -222,7 +226,9 @@ describe('Lua path roots', () => {
     expect(luaPathRoots('./?.lua;./?/init.lua;', '/work')).toEqual(['/work/', '/work/']);
     expect(luaPathRoots('/opt/?.lua;;', '/')).toEqual(['/opt/', ...DEFAULT_LUA_ROOTS.map((r) => (r === './' ? '/' : r))]);
     expect(luaPathRoots('/srv/x_?.lua', '/')).toEqual(['/srv/x_']);
-    expect(DEFAULT_LUA_ROOTS).toEqual(expect.arrayContaining(['/usr/local/share/lua/5.1/', '/usr/local/openresty/lualib/', '/usr/local/openresty/site/lualib/']));
+    expect(DEFAULT_LUA_ROOTS).toEqual(
+      expect.arrayContaining(['/usr/local/share/lua/5.1/', '/usr/local/openresty/lualib/', '/usr/local/openresty/site/lualib/']),
+    );
   });
 
   it("plugins: Kong's loaded_plugins rules", () => {

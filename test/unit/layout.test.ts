@@ -13,7 +13,9 @@ const PARTS = ['commands', 'engine', 'kong', 'postgres', 'kube', 'render', 'repo
 const MAX_LINES = 300;
 
 function sources(dir = SRC): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? sources(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []));
+  return fs
+    .readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? sources(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []));
 }
 
 /** Runtime imports of a file (not `import type`), resolved to files under src/. */
@@ -53,8 +55,19 @@ describe('src/ layout', () => {
   const rel = (f: string) => path.relative(SRC, f);
 
   it('has the parts as folders, and only the entry point and the exit codes at the top', () => {
-    expect(fs.readdirSync(SRC, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort()).toEqual([...PARTS].sort());
-    expect(files.filter((f) => path.dirname(f) === SRC).map(rel).sort()).toEqual(['cli.ts', 'errors.ts']);
+    expect(
+      fs
+        .readdirSync(SRC, { withFileTypes: true })
+        .filter((e) => e.isDirectory())
+        .map((e) => e.name)
+        .sort(),
+    ).toEqual([...PARTS].sort());
+    expect(
+      files
+        .filter((f) => path.dirname(f) === SRC)
+        .map(rel)
+        .sort(),
+    ).toEqual(['cli.ts', 'errors.ts']);
   });
 
   it(`no file over ${MAX_LINES} lines`, () => {
@@ -73,9 +86,26 @@ describe('src/ layout', () => {
   });
 
   it('the cycle finder finds a cycle and the import reader skips type-only imports', () => {
-    expect(findCycle(new Map([['a', ['b']], ['b', ['c']], ['c', ['a']]]))).toEqual(['a', 'b', 'c', 'a']);
-    expect(findCycle(new Map([['a', ['b']], ['b', []]]))).toBeUndefined();
+    expect(
+      findCycle(
+        new Map([
+          ['a', ['b']],
+          ['b', ['c']],
+          ['c', ['a']],
+        ]),
+      ),
+    ).toEqual(['a', 'b', 'c', 'a']);
+    expect(
+      findCycle(
+        new Map([
+          ['a', ['b']],
+          ['b', []],
+        ]),
+      ),
+    ).toBeUndefined();
     const f = path.join(SRC, 'x/y.ts');
-    expect(runtimeImports(f, "import type { A } from './a.js';\nimport { B } from '../b.js';\nconst c = await import('./c.js');").map((p) => path.relative(SRC, p))).toEqual(['b.ts', 'x/c.ts']);
+    expect(
+      runtimeImports(f, "import type { A } from './a.js';\nimport { B } from '../b.js';\nconst c = await import('./c.js');").map((p) => path.relative(SRC, p)),
+    ).toEqual(['b.ts', 'x/c.ts']);
   });
 });

@@ -28,7 +28,11 @@ describe('acquire', () => {
     expect(calls).toEqual(['try']);
   });
   it('waits while another session holds it, reporting the holder, then acquires', async () => {
-    const { lock } = fake([{ got: false, holder }, { got: false, holder }, { got: true, holder: null }]);
+    const { lock } = fake([
+      { got: false, holder },
+      { got: false, holder },
+      { got: true, holder: null },
+    ]);
     const seen: Array<Holder | null> = [];
     expect(await acquire(lock, { timeoutMs: 60_000, onWait: (h) => seen.push(h), random: () => 0 })).toBe('acquired');
     expect(seen).toEqual([holder]);
@@ -36,16 +40,23 @@ describe('acquire', () => {
   it("asks the caller when the holder let go; 'not-needed' ends the wait without the lock", async () => {
     const { lock } = fake([{ got: false, holder: null }]);
     let asked = 0;
-    expect(await acquire(lock, { timeoutMs: 60_000, onHolderGone: async () => {
+    expect(
+      await acquire(lock, {
+        timeoutMs: 60_000,
+        onHolderGone: async () => {
           asked++;
           return 'not-needed';
         },
-      })).toBe('not-needed');
+      }),
+    ).toBe('not-needed');
     expect(asked).toBe(1);
   });
   it('times out with LOCK_TIMEOUT naming the holder and the fix', async () => {
     const { lock } = fake([{ got: false, holder }]);
-    await expect(acquire(lock, { timeoutMs: 0 })).rejects.toMatchObject({ exitCode: 12, message: expect.stringMatching(/pid 42, kong-db-init\/pod-a, from 10\.0\.0\.7.*raise --lock-timeout/) });
+    await expect(acquire(lock, { timeoutMs: 0 })).rejects.toMatchObject({
+      exitCode: 12,
+      message: expect.stringMatching(/pid 42, kong-db-init\/pod-a, from 10\.0\.0\.7.*raise --lock-timeout/),
+    });
   });
   it('stops at once when aborted', async () => {
     const { lock } = fake([{ got: false, holder }]);

@@ -6,7 +6,7 @@ import { groupAlive, stopGroup, waitGroupGone } from '../../src/kong/process-gro
 describe('process groups', () => {
   it('sees the orphans of a leader that exited, and stopGroup leaves none (also one that ignores SIGTERM)', async () => {
     // the leader starts a grandchild that ignores TERM, then exits
-    const leader = spawn('sh', ['-c', "sh -c 'trap \"\" TERM; while :; do sleep 0.05; done' & sleep 0.2; exit 0"], { detached: true, stdio: 'ignore' });
+    const leader = spawn('sh', ['-c', 'sh -c \'trap "" TERM; while :; do sleep 0.05; done\' & sleep 0.2; exit 0'], { detached: true, stdio: 'ignore' });
     const pgid = leader.pid!;
     await new Promise((r) => leader.once('exit', r));
     expect(groupAlive(pgid)).toBe(true);

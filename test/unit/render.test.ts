@@ -36,18 +36,27 @@ describe('reading a document without parsing it', () => {
     expect(needsParse(c('---\n# Source: x\n\n'))).toBe(false);
   });
   it('quickMigrationJob reads the chart layout, and asks for a parse when the text is unusual', () => {
-    const job = chart('3.4.1-minimal-postgres').split(/^(?=---$)/m).filter((d) => /^kind: Job$/m.test(d));
+    const job = chart('3.4.1-minimal-postgres')
+      .split(/^(?=---$)/m)
+      .filter((d) => /^kind: Job$/m.test(d));
     expect(job.map((d) => quickMigrationJob(d))).toEqual([
       { role: 'init', name: 'demo-kong-init-migrations' },
       { role: 'post-upgrade', name: 'demo-kong-post-upgrade-migrations' },
       { role: 'pre-upgrade', name: 'demo-kong-pre-upgrade-migrations' },
     ]);
-    expect(quickMigrationJob('kind: Job\nmetadata: {name: x-init-migrations}\nspec: {template: {spec: {containers: [{args: [kong, migrations, bootstrap]}]}}}\n')).toBe('parse');
+    expect(
+      quickMigrationJob('kind: Job\nmetadata: {name: x-init-migrations}\nspec: {template: {spec: {containers: [{args: [kong, migrations, bootstrap]}]}}}\n'),
+    ).toBe('parse');
     expect(quickMigrationJob('kind: Job\nmetadata:\n  name: backup\n')).toBeUndefined();
     // another application's migrations Job is not the Kong chart's
-    expect(quickMigrationJob('kind: Job\nmetadata:\n  name: shop-init-migrations\nspec:\n  template:\n    spec:\n      containers:\n      - args: [rails, db:migrate]\n')).toBeUndefined();
+    expect(
+      quickMigrationJob(
+        'kind: Job\nmetadata:\n  name: shop-init-migrations\nspec:\n  template:\n    spec:\n      containers:\n      - args: [rails, db:migrate]\n',
+      ),
+    ).toBeUndefined();
     // and the unusual layout is still handled, by parsing
-    const flow = 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: k, labels: {app.kubernetes.io/name: kong}}\nspec: {template: {spec: {containers: [{name: proxy, image: "kong:3.7", env: [{name: KONG_DATABASE, value: postgres}]}]}}}\n---\nkind: Job\nmetadata: {name: k-init-migrations}\nspec: {template: {spec: {containers: [{name: m, image: "kong:3.7", args: [kong, migrations, bootstrap]}]}}}\n---\nkind: Job\nmetadata: {name: shop-init-migrations}\nspec: {template: {spec: {containers: [{name: m, image: shop, args: [rails, db:migrate]}]}}}\n';
+    const flow =
+      'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: k, labels: {app.kubernetes.io/name: kong}}\nspec: {template: {spec: {containers: [{name: proxy, image: "kong:3.7", env: [{name: KONG_DATABASE, value: postgres}]}]}}}\n---\nkind: Job\nmetadata: {name: k-init-migrations}\nspec: {template: {spec: {containers: [{name: m, image: "kong:3.7", args: [kong, migrations, bootstrap]}]}}}\n---\nkind: Job\nmetadata: {name: shop-init-migrations}\nspec: {template: {spec: {containers: [{name: m, image: shop, args: [rails, db:migrate]}]}}}\n';
     const r = postRender(flow, { ...base, meshReady: true }); // no wait-for-db here: not a mesh
     expect(r.changes.join('\n')).toMatch(/removed Job\/k-init-migrations/);
     expect(r.output).not.toMatch(/ k-init-migrations/);
@@ -57,7 +66,10 @@ describe('reading a document without parsing it', () => {
 
 describe('hooks only (Helm 4 SDK post-render strategy "separate")', () => {
   it('removes the init and pre-upgrade Jobs and keeps the post-upgrade Job', () => {
-    const hooks = chart('3.4.1-minimal-postgres').split(/^(?=---$)/m).filter((d) => /^kind: Job$/m.test(d)).join('');
+    const hooks = chart('3.4.1-minimal-postgres')
+      .split(/^(?=---$)/m)
+      .filter((d) => /^kind: Job$/m.test(d))
+      .join('');
     const r = postRender(hooks, base);
     expect(r.output).toMatch(/post-upgrade-migrations/);
     expect(r.output).not.toMatch(/-(init|pre-upgrade)-migrations/);
@@ -71,9 +83,13 @@ describe('flags (the shared table-driven parser, commands/flags.ts)', () => {
     expect(parseRenderArgs('post-render', ['--image=b:2'], { KONG_DB_INIT_IMAGE: 'a:1' }).image).toBe('b:2');
     expect(parseRenderArgs('post-render', ['--image', 'b:2'], { KONG_DB_INIT_IMAGE: 'a:1' }).image).toBe('b:2');
     expect(parseRenderArgs('post-render', [], {}).pullPolicy).toBe('IfNotPresent');
-    expect(() => parseRenderArgs('post-render', [], { KONG_DB_INIT_PULL_POLICY: 'Sometimes' })).toThrow(/KONG_DB_INIT_PULL_POLICY "Sometimes" is invalid; use Always, IfNotPresent or Never/);
+    expect(() => parseRenderArgs('post-render', [], { KONG_DB_INIT_PULL_POLICY: 'Sometimes' })).toThrow(
+      /KONG_DB_INIT_PULL_POLICY "Sometimes" is invalid; use Always, IfNotPresent or Never/,
+    );
     expect(() => parseRenderArgs('post-render', ['--pull-policy=Sometimes'], {})).toThrow(/--pull-policy "Sometimes" is invalid/);
-    expect(() => parseRenderArgs('post-render', ['--check', 'x'], {})).toThrow(/--check does not apply to "post-render"; run "kong-db-init post-render --help"/);
+    expect(() => parseRenderArgs('post-render', ['--check', 'x'], {})).toThrow(
+      /--check does not apply to "post-render"; run "kong-db-init post-render --help"/,
+    );
     expect(() => parseRenderArgs('post-render', ['--frobnicate'], {})).toThrow(/unknown option --frobnicate/);
     expect(() => parseRenderArgs('post-render', ['stray'], {})).toThrow(/unexpected argument "stray"/);
     expect(() => parseRenderArgs('post-render', ['--mesh-ready=false'], {})).toThrow(/--mesh-ready takes no value/);
@@ -91,7 +107,7 @@ describe('flags (the shared table-driven parser, commands/flags.ts)', () => {
   });
 });
 
-describe('--finish-sidecar when the chart\'s post-upgrade Job cannot be seen (Helm 3 passes no hooks; issue 14 items 5, 14)', () => {
+describe("--finish-sidecar when the chart's post-upgrade Job cannot be seen (Helm 3 passes no hooks; issue 14 items 5, 14)", () => {
   const noHooks = chart('3.4.1-minimal-postgres')
     .split(/^(?=---$)/m)
     .filter((d) => !/helm\.sh\/hook:/.test(d))
@@ -113,7 +129,18 @@ describe('--finish-sidecar when the chart\'s post-upgrade Job cannot be seen (He
 
 describe('literal secrets (issue 14 item 1)', () => {
   it('by name: passwords, secrets, tokens, keys, credentials, Kong license/session/auth config; not pointers, paths of key files or vault references', () => {
-    for (const n of ['KONG_PG_PASSWORD', 'KONG_PASSWORD', 'CONTROLLER_KONG_ADMIN_TOKEN', 'KONG_LICENSE_DATA', 'KONG_ADMIN_GUI_SESSION_CONF', 'AWS_SECRET_ACCESS_KEY', 'MY_API_KEY', 'KONG_PG_PASSWD', 'GITHUB_TOKEN']) expect(isLiteralSecret(n, 'x1y2z3'), n).toBe(true);
+    for (const n of [
+      'KONG_PG_PASSWORD',
+      'KONG_PASSWORD',
+      'CONTROLLER_KONG_ADMIN_TOKEN',
+      'KONG_LICENSE_DATA',
+      'KONG_ADMIN_GUI_SESSION_CONF',
+      'AWS_SECRET_ACCESS_KEY',
+      'MY_API_KEY',
+      'KONG_PG_PASSWD',
+      'GITHUB_TOKEN',
+    ])
+      expect(isLiteralSecret(n, 'x1y2z3'), n).toBe(true);
     expect(isLiteralSecret('KONG_PG_PASSWORD_FILE', '/vault/secrets/pg')).toBe(false);
     expect(isLiteralSecret('KONG_SSL_CERT_KEY', '/etc/secrets/tls/tls.key')).toBe(false);
     expect(isLiteralSecret('KONG_PG_PASSWORD', '/looks/like/a/path')).toBe(true);
@@ -124,7 +151,17 @@ describe('literal secrets (issue 14 item 1)', () => {
   });
   it('literalSecrets finds env values and Secrets with data anywhere in an overlay, by name only', () => {
     const found = literalSecrets({
-      deployment: { initContainers: [{ name: 'kong-db-init', env: [{ name: 'KONG_PG_PASSWORD', value: 'hunter2hunter2' }, { name: 'KONG_PASSWORD', valueFrom: { secretKeyRef: { name: 's', key: 'k' } } }] }] },
+      deployment: {
+        initContainers: [
+          {
+            name: 'kong-db-init',
+            env: [
+              { name: 'KONG_PG_PASSWORD', value: 'hunter2hunter2' },
+              { name: 'KONG_PASSWORD', valueFrom: { secretKeyRef: { name: 's', key: 'k' } } },
+            ],
+          },
+        ],
+      },
       extraObjects: [{ kind: 'Secret', metadata: { name: 'db' }, stringData: { password: 'p' } }],
     });
     expect(found).toEqual([
@@ -134,7 +171,8 @@ describe('literal secrets (issue 14 item 1)', () => {
     expect(JSON.stringify(found)).not.toMatch(/hunter2/);
   });
   it('scrubSecretValues masks the literal secrets of the raw input (block and flow style, quoted or not) in a message', () => {
-    const input = 'env:\n- name: KONG_PG_PASSWORD\n  value: "hunter2hunter2"\n- value: tok-123456\n  name: ADMIN_TOKEN\n- {name: KONG_PASSWORD, value: \'pw-flow-1\'}\n- name: KONG_PG_HOST\n  value: pghost\n';
+    const input =
+      'env:\n- name: KONG_PG_PASSWORD\n  value: "hunter2hunter2"\n- value: tok-123456\n  name: ADMIN_TOKEN\n- {name: KONG_PASSWORD, value: \'pw-flow-1\'}\n- name: KONG_PG_HOST\n  value: pghost\n';
     expect(secretValuesInText(input).sort()).toEqual(['hunter2hunter2', 'pw-flow-1', 'tok-123456']);
     expect(scrubSecretValues('bad hunter2hunter2 tok-123456 pw-flow-1 pghost', input)).toBe('bad <redacted> <redacted> <redacted> pghost');
   });

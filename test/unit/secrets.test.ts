@@ -6,9 +6,19 @@ import { serializeSummary, type Summary } from '../../src/report/summary.js';
 afterEach(() => clearSecrets());
 
 const summary = (over: Partial<Summary> = {}): Summary => ({
-  tool: 'kong-db-init', version: '0.1.0', command: 'migrate', outcome: 'ok', exit_code: 0, pod: 'kong-abc',
-  kong_version: '3.7.1', actions: [{ action: 'bootstrap', ms: 12, exit: 0 }], wait_postgres_ms: 1, wait_lock_ms: 0,
-  duration_ms: 20, started_at: '2026-01-01T00:00:00.000Z', ...over,
+  tool: 'kong-db-init',
+  version: '0.1.0',
+  command: 'migrate',
+  outcome: 'ok',
+  exit_code: 0,
+  pod: 'kong-abc',
+  kong_version: '3.7.1',
+  actions: [{ action: 'bootstrap', ms: 12, exit: 0 }],
+  wait_postgres_ms: 1,
+  wait_lock_ms: 0,
+  duration_ms: 20,
+  started_at: '2026-01-01T00:00:00.000Z',
+  ...over,
 });
 
 describe('scrub: rule 1, a password in a URL, whatever it is', () => {
@@ -73,7 +83,8 @@ describe('logger: fields are scrubbed before the line is formatted', () => {
     for (const form of encodings(pw)) expect(out).not.toContain(form);
     expect(out).toContain('[kong migrations bootstrap] password=***');
     expect(out).toContain('kong-db-init');
-    if (format === 'json') expect(JSON.parse(lines[0]!)).toMatchObject({ tool: 'kong-db-init', error: 'it was ***', nested: { url: 'postgres://kong:***@db/kong' } });
+    if (format === 'json')
+      expect(JSON.parse(lines[0]!)).toMatchObject({ tool: 'kong-db-init', error: 'it was ***', nested: { url: 'postgres://kong:***@db/kong' } });
   });
 });
 

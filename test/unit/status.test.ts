@@ -2,12 +2,29 @@ import { describe, expect, it } from 'vitest';
 import { formatStatus, type HistoryRow, type StatusView } from '../../src/report/summary.js';
 
 const row: HistoryRow = {
-  id: '7', started_at: '2026-01-01 10:00:00+00', finished_at: '2026-01-01 10:00:02+00', pod: 'kong-7f9c-abcde', kong_version: '3.7.1',
-  state_before: 'new', state_after: 'pending', actions: [{ action: 'up', ms: 812, exit: 0 }], outcome: 'ok', exit_code: 0, error: null,
+  id: '7',
+  started_at: '2026-01-01 10:00:00+00',
+  finished_at: '2026-01-01 10:00:02+00',
+  pod: 'kong-7f9c-abcde',
+  kong_version: '3.7.1',
+  state_before: 'new',
+  state_after: 'pending',
+  actions: [{ action: 'up', ms: 812, exit: 0 }],
+  outcome: 'ok',
+  exit_code: 0,
+  error: null,
 };
 const view = (over: Partial<StatusView> = {}): StatusView => ({
-  target: 'host=db port=5432 database=kong user=kong', state: 'pending', listExit: 4, kongStartAccepts: true, plan: [],
-  reason: 'pending migrations wait for finish', pending: { 'ai-proxy': ['001_360_to_370'] }, new: {}, history: [row], ...over,
+  target: 'host=db port=5432 database=kong user=kong',
+  state: 'pending',
+  listExit: 4,
+  kongStartAccepts: true,
+  plan: [],
+  reason: 'pending migrations wait for finish',
+  pending: { 'ai-proxy': ['001_360_to_370'] },
+  new: {},
+  history: [row],
+  ...over,
 });
 
 describe('formatStatus', () => {

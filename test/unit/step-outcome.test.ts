@@ -19,7 +19,7 @@ const current = list('05-current.list');
 const fresh = list('09-new.list');
 const pending = list('11-pending.list');
 
-describe('readStepOutput: Kong\'s words as facts', () => {
+describe("readStepOutput: Kong's words as facts", () => {
   it('21: a concurrent `up` loser that aborted', () => {
     expect(readStepOutput(rec('21-concurrent-up.loser'))).toEqual({ notLeader: true, lockWaitTimedOut: false, raceError: false });
   });
@@ -63,8 +63,12 @@ describe('classifyStep (recorded runs 21-23, 30-37)', () => {
     expect(step('22-concurrent-up.loser-exit1', fresh, pending)).toBe('failed');
   });
   it('a successful step → progressed; exit 0 with no change → stuck', () => {
-    expect(classifyStep({ exitCode: 0, facts: { notLeader: false, lockWaitTimedOut: false, raceError: false }, before: fresh, after: pending, kongLockHeld: false })).toBe('progressed');
-    expect(classifyStep({ exitCode: 0, facts: { notLeader: false, lockWaitTimedOut: false, raceError: false }, before: fresh, after: fresh, kongLockHeld: false })).toBe('stuck');
+    expect(
+      classifyStep({ exitCode: 0, facts: { notLeader: false, lockWaitTimedOut: false, raceError: false }, before: fresh, after: pending, kongLockHeld: false }),
+    ).toBe('progressed');
+    expect(
+      classifyStep({ exitCode: 0, facts: { notLeader: false, lockWaitTimedOut: false, raceError: false }, before: fresh, after: fresh, kongLockHeld: false }),
+    ).toBe('stuck');
   });
   it("30: `up`'s lock-wait timeout is aborted (retry) whether or not the row is still there when we look (its holder may have just deleted it)", () => {
     expect(step('30-new-foreignlock.up-exit1', fresh, fresh, true)).toBe('aborted');
@@ -74,13 +78,15 @@ describe('classifyStep (recorded runs 21-23, 30-37)', () => {
     expect(step('31-pending-foreignlock.finish', pending, pending, true)).toBe('aborted');
     expect(step('35-concurrent-finish.loser-nopending', pending, current)).toBe('progressed');
   });
-  it('34 (stalled mid-migration), 37 (no locks table): failed, and the message is Kong\'s Error line, not its traceback', () => {
+  it("34 (stalled mid-migration), 37 (no locks table): failed, and the message is Kong's Error line, not its traceback", () => {
     expect(step('34-new-stalled-mid-migration.up', fresh, fresh)).toBe('failed');
     expect(kongError(rec('34-new-stalled-mid-migration.up').stderr)).toMatch(/^Error: \[PostgreSQL error\] failed to run migration '023_360_to_370' up: /);
     expect(kongError(rec('34-new-stalled-mid-migration.up').stderr)).not.toMatch(/stack traceback|cluster_mutex/);
     const noLocks = list('37-bootstrap-killed-no-locks-table.04-list');
     expect(step('37-bootstrap-killed-no-locks-table.05-up', noLocks, noLocks)).toBe('failed');
-    expect(kongError(rec('37-bootstrap-killed-no-locks-table.05-up').stderr)).toBe('Error: [PostgreSQL error] failed to insert cluster lock: ERROR: relation "locks" does not exist (22)');
+    expect(kongError(rec('37-bootstrap-killed-no-locks-table.05-up').stderr)).toBe(
+      'Error: [PostgreSQL error] failed to insert cluster lock: ERROR: relation "locks" does not exist (22)',
+    );
   });
 });
 

@@ -53,7 +53,10 @@ describe('lua_ssl_trusted_certificate', () => {
     expect(t(`system,${CERT_B}`)).toEqual([CERT_A, pem]);
     expect(t(Buffer.from(CERT_B).toString('base64'))).toEqual([pem]);
     expect(t(new X509Certificate(CERT_B).raw.toString('base64url'))).toEqual([pem]);
-    expect(loadKongConfig({ ...VERIFY, KONG_LUA_SSL_TRUSTED_CERTIFICATE: 'system,/extra.pem' }, undefined, fsys, { systemCaPaths: SYSTEM }).ca).toEqual([CERT_A, CERT_B]);
+    expect(loadKongConfig({ ...VERIFY, KONG_LUA_SSL_TRUSTED_CERTIFICATE: 'system,/extra.pem' }, undefined, fsys, { systemCaPaths: SYSTEM }).ca).toEqual([
+      CERT_A,
+      CERT_B,
+    ]);
   });
 
   it('no system bundle: Kong drops `system` (other entries stay); nothing left to trust is exit 2 naming the paths', () => {

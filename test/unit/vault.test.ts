@@ -3,7 +3,12 @@ import { envVaultVariable, isReference, parseReference, resolveReference } from 
 
 describe("Kong's vault references (kong/pdk/vault.lua parse_reference)", () => {
   it('recognises only {vault://…}', () => {
-    expect([isReference('{vault://env/x}'), isReference('vault://env/x'), isReference('{vault:/env/x}'), isReference('kong')]).toEqual([true, false, false, false]);
+    expect([isReference('{vault://env/x}'), isReference('vault://env/x'), isReference('{vault:/env/x}'), isReference('kong')]).toEqual([
+      true,
+      false,
+      false,
+      false,
+    ]);
   });
   it.each([
     ['{vault://env/pg-password}', { name: 'env', resource: 'pg-password', key: undefined, config: {}, version: undefined }],

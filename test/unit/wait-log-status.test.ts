@@ -59,9 +59,18 @@ describe('redaction', () => {
 describe('summary', () => {
   it('stays under 4 KiB for the termination message, keeping the outcome', () => {
     const s: Summary = {
-      tool: 'kong-db-init', version: '1', command: 'migrate', outcome: 'failed', exit_code: 14, pod: 'p',
+      tool: 'kong-db-init',
+      version: '1',
+      command: 'migrate',
+      outcome: 'failed',
+      exit_code: 14,
+      pod: 'p',
       actions: Array.from({ length: 50 }, () => ({ action: 'up', ms: 1, exit: 1, note: 'x'.repeat(200) })),
-      wait_postgres_ms: 0, wait_lock_ms: 0, duration_ms: 1, started_at: 'now', error: 'e'.repeat(10_000),
+      wait_postgres_ms: 0,
+      wait_lock_ms: 0,
+      duration_ms: 1,
+      started_at: 'now',
+      error: 'e'.repeat(10_000),
     };
     const out = serializeSummary(s);
     expect(Buffer.byteLength(out)).toBeLessThanOrEqual(4096);
