@@ -98,7 +98,10 @@ const TLS_CODES = new Set([
   'ERR_SSL_WRONG_VERSION_NUMBER',
 ]);
 
-/** Decide whether a connection error can heal by waiting, and say what to fix when it cannot. */
+/**
+ * Decide whether a connection error can heal by waiting, and say what to fix when it cannot.
+ * Long on purpose: one flat table of SQLSTATEs and socket errors, each with its fix, read top to bottom.
+ */
 export function classify(err: unknown, k: Pick<KongPg, 'host' | 'port' | 'db' | 'user' | 'ssl' | 'sslVerify'>): Classified {
   const e = err as { code?: string; message?: string; errno?: number; severity?: string };
   const code = e?.code ?? '';

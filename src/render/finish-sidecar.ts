@@ -52,7 +52,10 @@ export const FINISH_RULES = [
   { apiGroups: [''], resources: ['pods'], verbs: ['list'] },
 ];
 
-/** The sidecar, token volume, labels and RBAC for one Kong workload (Deployment, StatefulSet or DaemonSet). */
+/**
+ * The sidecar, token volume, labels and RBAC for one Kong workload (Deployment, StatefulSet or DaemonSet).
+ * Long on purpose: it is mostly the literal manifests it returns, kept in one place so they read as YAML would.
+ */
 export function finishAdditions(workload: Obj, o: FinishRenderOptions = {}): FinishAdditions {
   const name = workload?.metadata?.name as string | undefined;
   const podSpec = workload?.spec?.template?.spec as Obj | undefined;

@@ -106,7 +106,10 @@ export function parseStream(input: string): Parsed[] {
   });
 }
 
-/** The whole decision, pure. Throws RenderError for releases we cannot handle safely. */
+/**
+ * The whole decision, pure. Throws RenderError for releases we cannot handle safely. Long on
+ * purpose: each refusal (no workload, several, mesh, Vault, DB-less) is one early return in order.
+ */
 export function planRelease(parsed: Parsed[], o: RenderOptions): ReleasePlan {
   const notes: string[] = [];
   const targets: Target[] = [];
