@@ -113,6 +113,7 @@ try {
     `| ${pr.oursMs} ms | ${pr.oursRssMb.toFixed(1)} MB | ${pr.catMs} ms | ${pr.catRssMb.toFixed(1)} MB | ${pr.nodeMs} ms, ${pr.nodeRssMb.toFixed(1)} MB | ${(pr.oursMs / pr.catMs).toFixed(1)} |`,
   );
   say('');
+  for (const line of await imageSizeSection()) say(line);
   say("## 6. The finish sidecar once done (RSS of the launcher's whole process tree, up-to-date database)");
   say('');
   const idle = await idleBench();
@@ -127,7 +128,6 @@ try {
   say('|---|---|---|');
   say(`| ${rec.repairMs} ms | ${rec.waitMs} ms | ${rec.ratio.toFixed(3)} |`);
   say('');
-  for (const line of await imageSizeSection()) say(line);
 } finally {
   await server.destroy();
 }

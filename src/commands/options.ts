@@ -103,7 +103,7 @@ const OPTS: readonly Opt[] = [
   { flag: '--lock-host', env: 'KONG_DB_INIT_LOCK_HOST', type: 'string', key: 'lockHost', commands: LOCKING, help: 'Postgres host for the advisory-lock session (bypass a transaction-mode pooler)' },
   { flag: '--lock-port', env: 'KONG_DB_INIT_LOCK_PORT', type: 'port', key: 'lockPort', commands: LOCKING, help: 'Postgres port for the advisory-lock session' },
   { flag: '--kong-lock-timeout', env: 'KONG_DB_INIT_KONG_LOCK_TIMEOUT', type: 'int', def: '60', key: 'kongLockTimeoutS', commands: LOCKING, help: "seconds, passed to Kong as --lock-timeout (also the TTL of Kong's own `locks` row)" },
-  { flag: '--kong-db-timeout', env: 'KONG_DB_INIT_KONG_DB_TIMEOUT', type: 'int', def: '120', key: 'kongDbTimeoutS', commands: LOCKING, help: 'seconds, passed to Kong as --db-timeout' },
+  { flag: '--kong-db-timeout', env: 'KONG_DB_INIT_KONG_DB_TIMEOUT', type: 'int', def: '120', key: 'kongDbTimeoutS', commands: LOCKING, help: "seconds, passed to Kong as --db-timeout: pgmoon's timeout for each connect, send and receive, not for the command (a stalled Postgres costs a step up to 3 times it; recorded run 34)" },
   { flag: '--grace-period', env: 'KONG_DB_INIT_GRACE_PERIOD', type: 'duration', def: '20s', key: 'graceMs', commands: LOCKING, help: "after SIGTERM, how long a running Kong step may go on before its process group is stopped (keep it below the pod's terminationGracePeriodSeconds, 30 s by default)" },
   { flag: '--history', env: 'KONG_DB_INIT_HISTORY_ROWS', type: 'int', def: '5', key: 'historyRows', commands: ['status'], help: 'how many history rows `status` shows' },
   { flag: '--json', type: 'bool', def: 'false', key: 'json', commands: ['status'], help: 'print `status` as JSON' },
