@@ -24,18 +24,24 @@ if [ -d "$d/lib" ]; then
   # the image's own C++ runtime is preferred; ours only when it has none
   [ -n "$found" ] || export LD_LIBRARY_PATH="$d/lib\${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-case " $* " in
-  *" --then-idle "* | *" --then-idle=true "*)
+case "$1 $* " in
+  "finish "*" --then-idle "* | "finish "*" --then-idle=true "*)
     # the finish sidecar: finish runs as a child; once it is done this shell alone (about 1 MB)
     # waits for SIGTERM, so the kubelet never restarts the container and an idle pod costs little
+    child= stopping= code=0
+    trap 'stopping=1; [ -z "$child" ] || kill -TERM $child 2>/dev/null' TERM INT
     "$d/node" "$d/app/cli.js" "$@" --then-idle=false &
-    child=$! stopping= code=0
-    trap 'stopping=1; kill -TERM $child 2>/dev/null' TERM INT
+    child=$!
+    [ -z "$stopping" ] || kill -TERM $child 2>/dev/null
     while :; do
       wait $child; code=$?
       kill -0 $child 2>/dev/null || break
     done
-    [ -z "$stopping" ] || exit $code
+    if [ -n "$stopping" ]; then
+      # a shell that reaped the child already (bash) reports the trap's 143: ask once more for Node's code
+      if [ "$code" -gt 128 ]; then wait $child 2>/dev/null; c=$?; [ "$c" = 127 ] || code=$c; fi
+      exit $code
+    fi
     sleeper=
     trap 'kill $sleeper 2>/dev/null; exit $code' TERM INT
     while :; do

@@ -32,7 +32,7 @@ export interface RepairFacts {
 
 export type Repair =
   | { kind: 'create-locks-table'; what: string; manual: string }
-  | { kind: 'clear-dead-kong-lock'; what: string; manual: string }
+  | { kind: 'clear-dead-kong-lock'; what: string; manual: string; owner: string }
   | { kind: 'wait-kong-lock'; what: string; manual: string };
 
 const CREATE_LOCKS_SQL = (t: string, idx: string) =>
@@ -58,6 +58,7 @@ export function decideRepair(f: RepairFacts): Repair | undefined {
   }
   return {
     kind: 'clear-dead-kong-lock',
+    owner: f.kongLock.owner,
     what: `Kong's "migrations" lock row (owner ${f.kongLock.owner}, ${left} before its ttl) was left by a killed Kong: no other session is on the database, so it was deleted`,
     manual: `DELETE FROM locks WHERE key = 'migrations' (only when no Kong migration runs anywhere), or wait ${left} for its ttl`,
   };
@@ -102,7 +103,8 @@ async function applyRepair(c: pg.Client, schema: string | undefined, r: Repair):
   await c.query('BEGIN');
   try {
     if (r.kind === 'create-locks-table') await c.query(CREATE_LOCKS_SQL(t, 'locks_ttl_idx'));
-    else await c.query(`DELETE FROM ${t} WHERE key = 'migrations' AND ttl > now()`);
+    // only the row we saw (a Kong outside our lock may have replaced an expired one meanwhile)
+    else await c.query(`DELETE FROM ${t} WHERE key = 'migrations' AND owner = $1 AND ttl > now()`, [r.kind === 'clear-dead-kong-lock' ? r.owner : '']);
     await c.query('COMMIT');
   } catch (e) {
     await c.query('ROLLBACK').catch(() => {});

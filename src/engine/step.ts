@@ -64,6 +64,7 @@ interface Attempt {
 /** One attempt: run the step, re-read the state (a signal here still records the step), classify. */
 async function attempt(action: Action, before: SchemaState, sc: StepContext): Promise<Attempt> {
   const { cli, signal } = sc;
+  if (signal.aborted) throw new Interrupted(`kong migrations ${action} was not started: the signal came first`);
   const r = await cli.migrations(action, signal);
   const rec: ActionRecord = { action, ms: r.durationMs, exit: r.exitCode };
   if (signal.aborted) throw await interrupted(action, r, rec, sc);

@@ -13,7 +13,7 @@ import type { Summary } from '../report/summary.js';
 import { classify, clientConfig, closeClient, connectChecked, dbFailure, isDbError } from './connect.js';
 import { recordHistory } from './history.js';
 import { AdvisoryLock, acquire, lockKey, type AcquireOptions, type Holder } from './lock.js';
-import { waitForPostgres, type WaitResult } from './wait.js';
+import { backoffDelay, sleep, waitForPostgres, type WaitResult } from './wait.js';
 
 export interface SessionOptions {
   kong: KongPg;
@@ -76,6 +76,7 @@ export class Sessions {
 
   /** Release the lock (bounded) and close every session at once (a stalled one is not waited for). */
   async reset(): Promise<void> {
+    if (this.lock?.lost && this.lock.backendPid !== undefined) await this.endStaleBackend(this.lock.backendPid);
     await this.lock?.release();
     const all = new Set([this.main, this.lockClient]);
     this.main = this.lockClient = undefined;
@@ -87,7 +88,7 @@ export class Sessions {
   async take(timeoutMs: number, onHolderGone?: AcquireOptions['onHolderGone']): Promise<'acquired' | 'not-needed'> {
     const { kong: k, log, signal } = this.o;
     const start = Date.now();
-    for (;;) {
+    for (let n = 1; ; n++) {
       try {
         if (!this.main) await this.connectMain();
         const lock = this.lock ?? (await this.newLock());
@@ -103,8 +104,10 @@ export class Sessions {
         if (isInitError(e) || e instanceof Interrupted || !isDbError(e)) throw e;
         const c = classify(e, k);
         if (c.kind === 'fatal') throw dbFailure(e, k, 'waiting for the migration lock');
+        if (Date.now() - start > timeoutMs) throw new InitError(ExitCode.LOCK_TIMEOUT, `lock timeout after ${Math.round(timeoutMs / 1000)} s: the connection to Postgres kept failing while waiting for the migration lock (${c.reason}); check Postgres, or raise --lock-timeout`);
         log.warn('lost the connection to Postgres while waiting for the migration lock; reconnecting', { reason: c.reason });
         await this.reset();
+        await sleep(backoffDelay(n), signal);
       }
     }
   }
@@ -125,6 +128,27 @@ export class Sessions {
       await this.lockClient!.query('SELECT pg_terminate_backend($1)', [stale]).catch(() => {});
     }
     if ((await this.take(timeoutMs)) !== 'acquired') throw new InitError(ExitCode.LOCK_LOST, 'could not take the migration lock again');
+  }
+
+  /**
+   * A lost lock session's server backend may still hold the lock (a pooler moved us off it, or the
+   * network stalled): it is ours, so it is ended on a fresh connection, best effort and bounded.
+   */
+  private async endStaleBackend(pid: number): Promise<void> {
+    const { kong: k, lockHost, lockPort } = this.o;
+    let c: pg.Client | undefined;
+    try {
+      c = await connectChecked({ ...clientConfig(k, { host: lockHost, port: lockPort }), connectionTimeoutMillis: 2000 });
+      const r = await c.query<{ ended: boolean }>(
+        `SELECT pg_terminate_backend(pid) AS ended FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND granted LIMIT 1`,
+        [pid],
+      );
+      if (r.rows[0]?.ended) this.o.log.warn('our old lock session still holds the lock on the server; terminating it', { backend_pid: pid });
+    } catch {
+      // the server will end it when it notices the connection is gone
+    } finally {
+      await closeClient(c);
+    }
   }
 
   /** A connection that answered last: the lock session while held, else main. */

@@ -6,6 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { buildDist, ROOT } from '../helpers/build.js';
 import { CACHE, KUBECONFIG, KUBECTL, findHelm } from './kube.js';
@@ -75,7 +76,12 @@ function problem(): string | undefined {
   return undefined;
 }
 
+/** The run's own TMPDIR (helm homes, values files), removed at the end: the suite leaves nothing in /tmp. */
+let tmpDir: string | undefined;
+
 export function setup(): void {
+  tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-e2e-run-'));
+  process.env.TMPDIR = tmpDir;
   const why = problem();
   if (why) {
     if (process.env.CI === 'true' || process.env.KDI_REQUIRE_K8S === '1') throw new Error(`e2e: expected to run, but ${why}`);
@@ -88,4 +94,5 @@ export function setup(): void {
 
 export function teardown(): void {
   fs.rmSync(outDir, { recursive: true, force: true });
+  if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
 }
