@@ -104,7 +104,11 @@ export class Sessions {
         if (isInitError(e) || e instanceof Interrupted || !isDbError(e)) throw e;
         const c = classify(e, k);
         if (c.kind === 'fatal') throw dbFailure(e, k, 'waiting for the migration lock');
-        if (Date.now() - start > timeoutMs) throw new InitError(ExitCode.LOCK_TIMEOUT, `lock timeout after ${Math.round(timeoutMs / 1000)} s: the connection to Postgres kept failing while waiting for the migration lock (${c.reason}); check Postgres, or raise --lock-timeout`);
+        if (Date.now() - start > timeoutMs)
+          throw new InitError(
+            ExitCode.LOCK_TIMEOUT,
+            `lock timeout after ${Math.round(timeoutMs / 1000)} s: the connection to Postgres kept failing while waiting for the migration lock (${c.reason}); check Postgres, or raise --lock-timeout`,
+          );
         log.warn('lost the connection to Postgres while waiting for the migration lock; reconnecting', { reason: c.reason });
         await this.reset();
         await sleep(backoffDelay(n), signal);
