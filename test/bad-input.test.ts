@@ -1,11 +1,11 @@
 /** Every bad input gets a documented exit code and a message naming what to fix, and no password. */
 import fs from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { CASES, renderErrorsDoc } from './bad-input-cases.js';
 import { renderFlagsDoc } from './flags-doc.js';
 import { createDb, KONG_PASSWORD, ROOT, runCli } from './helpers/harness.js';
+import { holdLock } from './helpers/locks.js';
 
 describe('bad input catalogue (real Postgres; Kong: the 3.7.1 stand-in)', () => {
   it('has at least 25 cases', () => {
@@ -30,18 +30,8 @@ describe('bad input catalogue (real Postgres; Kong: the 3.7.1 stand-in)', () => 
 
   it('lock timeout: another holder keeps the migration lock → exit 12 naming the holder', async () => {
     const db = await createDb();
-    const { lockKey } = await import('../src/postgres/lock.js');
-    const holder = new pg.Client({
-      host: db.host,
-      port: db.port,
-      user: db.user,
-      password: db.password,
-      database: db.name,
-      application_name: 'kong-db-init/other-pod',
-    });
-    await holder.connect();
+    const holder = await holdLock(db);
     try {
-      await holder.query('SELECT pg_advisory_lock($1::bigint)', [lockKey(db.name, undefined).toString()]);
       const r = await runCli(['migrate', '--lock-timeout', '1s'], db.env());
       expect(r.exitCode).toBe(12);
       expect(r.stderr).toMatch(/lock timeout after 1 s: another kong-db-init holds the migration lock \(pid \d+, kong-db-init\/other-pod/);

@@ -125,12 +125,9 @@ export class Sessions {
     const stale = this.lock?.backendPid;
     await this.reset();
     await this.connectMain();
-    const lock = await this.newLock();
-    const h = await lock.holder();
-    if (stale !== undefined && h?.pid === stale) {
-      this.o.log.warn('our old lock session still holds the lock on the server; terminating it', { backend_pid: stale });
-      await this.lockClient!.query('SELECT pg_terminate_backend($1)', [stale]).catch(() => {});
-    }
+    await this.newLock();
+    // reset() tried already; a server that was briefly unreachable then gets a second try here
+    if (stale !== undefined) await this.endStaleBackend(stale, this.lockClient);
     if ((await this.take(timeoutMs)) !== 'acquired') throw new InitError(ExitCode.LOCK_LOST, 'could not take the migration lock again');
   }
 
@@ -138,11 +135,11 @@ export class Sessions {
    * A lost lock session's server backend may still hold the lock (a pooler moved us off it, or the
    * network stalled): it is ours, so it is ended on a fresh connection, best effort and bounded.
    */
-  private async endStaleBackend(pid: number): Promise<void> {
+  private async endStaleBackend(pid: number, via?: pg.Client): Promise<void> {
     const { kong: k, lockHost, lockPort } = this.o;
-    let c: pg.Client | undefined;
+    let fresh: pg.Client | undefined;
     try {
-      c = await connectChecked({ ...clientConfig(k, { host: lockHost, port: lockPort }), connectionTimeoutMillis: 2000 });
+      const c = via ?? (fresh = await connectChecked({ ...clientConfig(k, { host: lockHost, port: lockPort }), connectionTimeoutMillis: 2000 }));
       const r = await c.query<{ ended: boolean }>(
         `SELECT pg_terminate_backend(pid) AS ended FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND granted LIMIT 1`,
         [pid],
@@ -151,7 +148,7 @@ export class Sessions {
     } catch {
       // the server will end it when it notices the connection is gone
     } finally {
-      await closeClient(c);
+      await closeClient(fresh);
     }
   }
 
