@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { postRender, splitStream, type RenderOptions } from '../src/render/transform.js';
 import { CLI, ROOT } from './helpers/harness.js';
-import { buildKubeCheck, docs, goAvailable, helmBinaries, kubePsaOfOurs, psaProblemsOfOurs, validateWorkloads } from './helpers/k8s-check.js';
+import { buildKubeCheck, docs, goAvailable, helmBinaries, helmEnv, kubePsaOfOurs, psaProblemsOfOurs, validateWorkloads } from './helpers/k8s-check.js';
 
 const FIX = path.join(ROOT, 'test/fixtures/render');
 const read = (f: string) => fs.readFileSync(path.join(FIX, f), 'utf8');
@@ -277,15 +277,7 @@ describe.skipIf(!helm.v4)(
   () => {
     it('plugin install, then hooks are passed: the pre-upgrade Job goes, the post-upgrade Job stays; a failure shows our message', async () => {
       const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-helm4-'));
-      const env: Record<string, string | undefined> = {
-        ...process.env,
-        ...cliEnv,
-        HELM_CONFIG_HOME: path.join(home, 'c'),
-        HELM_DATA_HOME: path.join(home, 'd'),
-        HELM_CACHE_HOME: path.join(home, 'x'),
-      };
-      delete env.HELM_PLUGINS;
-      delete env.KONG_DB_INIT_IMAGE;
+      const env = helmEnv(cliEnv);
       const inst = await execa(helm.v4!, ['plugin', 'install', path.join(ROOT, 'charts/post-renderer/kong-db-init')], { env, reject: false });
       expect(inst.exitCode, inst.stderr).toBe(0);
       const r = await execa(helm.v4!, ['template', 'rel', chart, '--post-renderer', 'kong-db-init'], {
@@ -328,16 +320,7 @@ describe.skipIf(!helm.v4)(
       ],
     ])("helm 4 with its stderr a file (`2> file`): %s survives, after Helm's own error", async (_n, extra, re, stdin) => {
       const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kdi-helm4-file-'));
-      const env: Record<string, string | undefined> = {
-        ...process.env,
-        ...cliEnv,
-        HELM_CONFIG_HOME: path.join(home, 'c'),
-        HELM_DATA_HOME: path.join(home, 'd'),
-        HELM_CACHE_HOME: path.join(home, 'x'),
-        TMPDIR: home,
-      };
-      delete env.HELM_PLUGINS;
-      delete env.KONG_DB_INIT_IMAGE;
+      const env = helmEnv({ ...cliEnv, TMPDIR: home });
       expect((await execa(helm.v4!, ['plugin', 'install', path.join(ROOT, 'charts/post-renderer/kong-db-init')], { env, reject: false })).exitCode).toBe(0);
       // the short message: a post-renderer that gets empty input (a chart that renders nothing)
       const target = stdin === 'x' ? path.join(home, 'empty-chart') : chart;
